@@ -1,0 +1,84 @@
+// Package commands holds one handler per command. Handlers load aggregates
+// from the event store, let them decide, append their events with an expected
+// version, and keep the Redis stock guard in step.
+package commands
+
+import (
+	"context"
+	"time"
+)
+
+// GuardBatch is what the stock guard needs to know of a batch to admit or
+// refuse a claim atomically. Version is the batch stream's revision: a sync
+// with a version at or below the stored one changes nothing.
+type GuardBatch struct {
+	BatchID       string
+	Version       int64
+	RuleVersion   int
+	Paused        bool
+	Stopped       bool
+	Public        bool // audience public; targeted batches only take grants
+	PerUserLimit  int
+	ClaimStartsAt time.Time
+	ClaimEndsAt   time.Time
+	TotalStock    int64
+}
+
+// Reservation is the outcome of a successful Reserve.
+type Reservation struct {
+	// CouponID is the coupon the unit is reserved for. When Duplicate is true
+	// it is the coupon of an earlier request with the same idempotency key.
+	CouponID  string
+	Duplicate bool
+	// Pending tells, for a duplicate, that the earlier reservation is not yet
+	// confirmed (its append may still be in flight, or was lost).
+	Pending bool
+	// RuleVersion is the batch's rule version the guard checked against.
+	RuleVersion int
+}
+
+// PendingReservation is a reserved unit whose claim append was not confirmed.
+type PendingReservation struct {
+	BatchID        string
+	CouponID       string
+	UserID         string
+	IdempotencyKey string
+	ReservedAt     time.Time
+}
+
+// GuardBatchState is the guard state of one batch derived from the event store.
+type GuardBatchState struct {
+	Batch    GuardBatch
+	Consumed int64             // coupons claimed or granted
+	PerUser  map[string]int64  // user id -> coupons held from this batch
+	Idem     map[string]string // user id + "\x00" + idempotency key -> coupon id
+}
+
+// StockGuard admits claims atomically: batch state and claim window,
+// audience, per-user limit, remaining stock and idempotency key, in one step.
+type StockGuard interface {
+	// SyncBatch stores a batch's claim policy and stock; idempotent by Version.
+	SyncBatch(ctx context.Context, b GuardBatch) error
+	// Reserve takes one unit for userID. Refusals are errors matching
+	// domain.ErrNotFound (batch unknown), ErrNotClaimable, ErrAlreadyClaimed
+	// or ErrSoldOut. With a non-empty idempotencyKey seen before, it takes
+	// nothing and returns the earlier coupon with Duplicate set.
+	Reserve(ctx context.Context, batchID, userID, idempotencyKey, couponID string, now time.Time) (Reservation, error)
+	// ReserveGrant takes one unit for a grant: no window, pause or audience
+	// check, but the per-user limit (ErrAlreadyClaimed) and stock (ErrSoldOut) hold.
+	ReserveGrant(ctx context.Context, batchID, userID, couponID string, now time.Time) error
+	// Confirm marks a reservation as durable (its event is stored).
+	Confirm(ctx context.Context, batchID, couponID string) error
+	// Release gives a reserved unit back and forgets its idempotency key.
+	// Releasing an unknown or already settled reservation changes nothing.
+	Release(ctx context.Context, batchID, couponID string) error
+	// Pending lists unconfirmed reservations made before olderThan.
+	Pending(ctx context.Context, olderThan time.Time, limit int) ([]PendingReservation, error)
+	// Remaining is the batch's unreserved stock.
+	Remaining(ctx context.Context, batchID string) (int64, error)
+	// Initialized tells whether the guard holds state (false on an empty Redis).
+	Initialized(ctx context.Context) (bool, error)
+	// Rebuild replaces the guard's state with state derived from the event
+	// store and marks the guard initialized.
+	Rebuild(ctx context.Context, batches []GuardBatchState) error
+}

@@ -1,0 +1,37 @@
+package commands
+
+import (
+	"context"
+	"errors"
+
+	"github.com/couponsd/couponsd/domain"
+)
+
+// RedeemCoupon confirms the order's use of a locked coupon (TCC confirm).
+type RedeemCoupon struct {
+	CouponID  string
+	OrderID   string
+	PaymentID string
+	Discount  int64
+}
+
+// RedeemCouponHandler handles RedeemCoupon.
+type RedeemCouponHandler struct {
+	repo  *Repository
+	clock domain.Clock
+}
+
+// NewRedeemCouponHandler fails fast on missing dependencies.
+func NewRedeemCouponHandler(repo *Repository, clock domain.Clock) (*RedeemCouponHandler, error) {
+	if repo == nil || clock == nil {
+		return nil, errors.New("commands: RedeemCouponHandler needs a repository and a clock")
+	}
+	return &RedeemCouponHandler{repo: repo, clock: clock}, nil
+}
+
+// Handle redeems; repeats for the same order record nothing and succeed.
+func (h *RedeemCouponHandler) Handle(ctx context.Context, cmd RedeemCoupon) (Result[*domain.Coupon], error) {
+	return changeCoupon(ctx, h.repo, cmd.CouponID, func(c *domain.Coupon) error {
+		return c.Redeem(cmd.OrderID, cmd.PaymentID, cmd.Discount, h.clock.Now())
+	})
+}
