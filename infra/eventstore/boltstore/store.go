@@ -219,7 +219,9 @@ func syncDir(dir string) error {
 	return d.Sync()
 }
 
-// Append implements es.Store. See the package doc for how a cancelled
+// Append implements es.Store. It needs at least one event, each with a
+// Type; an empty event ID is replaced by a random UUID. The caller's slices
+// are copied before Append returns. See the package doc for how a cancelled
 // context is handled.
 func (s *Store) Append(ctx context.Context, stream string, expected es.ExpectedVersion, events ...es.EventData) (es.AppendResult, error) {
 	if err := validateAppend(stream, expected, events); err != nil {

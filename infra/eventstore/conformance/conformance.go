@@ -38,6 +38,8 @@ type testCase struct {
 
 // Run runs the conformance suite. open must return a new, empty store on
 // every call; Run closes it when the subtest ends. Subtests run in parallel.
+// Recorded times must be after the year 2000 (an injected test clock must
+// not start at the Unix epoch).
 func Run(t *testing.T, open func(t *testing.T) es.Store) {
 	t.Helper()
 	cases := []testCase{
@@ -58,6 +60,7 @@ func Run(t *testing.T, open func(t *testing.T) es.Store) {
 		{name: "SubscribeHandlerErrorStops", fn: testSubscribeHandlerError},
 		{name: "SubscribeContextCancel", fn: testSubscribeCancel},
 		{name: "ConcurrentAppendsOneStream", fn: testConcurrentOneStream},
+		{name: "ConcurrentOptimisticRetriesOneStream", fn: testOptimisticRetries},
 		{name: "ConcurrentAppendsManyStreams", fn: testConcurrentManyStreams},
 		{name: "AppendCancelledContextDoesNotHang", fn: testAppendCancelled},
 		{name: "EventRoundTrip", fn: testRoundTrip},
@@ -897,6 +900,67 @@ func testConcurrentOneStream(t *testing.T, s es.Store) {
 	}
 }
 
+// testOptimisticRetries runs the usual load-decide-append loop from many
+// goroutines on one stream: every acknowledged append must hold its own
+// revision.
+func testOptimisticRetries(t *testing.T, s es.Store) {
+	const goroutines, winsEach = 16, 4
+	ctx := testCtx(t)
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		revs = make(map[uint64]string)
+		gate = make(chan struct{})
+	)
+	for g := range goroutines {
+		wg.Go(func() {
+			<-gate
+			for wins := 0; wins < winsEach; {
+				cur, err := s.ReadStream(ctx, "hot", 0)
+				if err != nil {
+					t.Errorf("ReadStream: %v", err)
+					return
+				}
+				exp := es.NoStream
+				if len(cur) > 0 {
+					exp = es.Exact(cur[len(cur)-1].Revision)
+				}
+				ev := newEvent("t.v1", g)
+				res, err := s.Append(ctx, "hot", exp, ev)
+				if errors.Is(err, domain.ErrConcurrency) {
+					continue
+				}
+				if err != nil {
+					t.Errorf("Append: %v", err)
+					return
+				}
+				wins++
+				mu.Lock()
+				if other, dup := revs[res.NextExpected]; dup {
+					t.Errorf("revision %d acknowledged twice (%s and %s)", res.NextExpected, other, ev.ID)
+				}
+				revs[res.NextExpected] = ev.ID
+				mu.Unlock()
+			}
+		})
+	}
+	close(gate)
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+	evs := mustReadStream(t, s, "hot", 0)
+	checkStream(t, evs, "hot", 0, goroutines*winsEach)
+	for _, ev := range evs {
+		if revs[ev.Revision] != ev.ID {
+			t.Fatalf("revision %d holds %s, acknowledged to %s", ev.Revision, ev.ID, revs[ev.Revision])
+		}
+	}
+	if n := len(readEverything(t, s, 1000)); n != goroutines*winsEach {
+		t.Fatalf("log has %d events, want %d", n, goroutines*winsEach)
+	}
+}
+
 func testConcurrentManyStreams(t *testing.T, s es.Store) {
 	const goroutines, streamsEach, appendsEach = 16, 4, 10
 	ctx := testCtx(t)
@@ -1019,8 +1083,8 @@ func testRoundTrip(t *testing.T, s es.Store) {
 			t.Errorf("event %d round trip: got id=%q type=%q data=%.60q meta=%q; want id=%q type=%q data=%.60q meta=%q",
 				i, ev.ID, ev.Type, ev.Data, ev.Metadata, want.ID, want.Type, want.Data, want.Metadata)
 		}
-		if ev.RecordedAt.IsZero() {
-			t.Errorf("event %d: zero RecordedAt", i)
+		if ev.RecordedAt.IsZero() || ev.RecordedAt.Year() < 2000 {
+			t.Errorf("event %d: RecordedAt %v is unset", i, ev.RecordedAt)
 		}
 	}
 	if evs[len(evs)-1].Position != res.Position {
