@@ -158,6 +158,13 @@ func (b *Batch) Stop(by string, now time.Time) error {
 
 // AddStock adds n units. A repeated idempotency key changes nothing.
 func (b *Batch) AddStock(n int64, idempotencyKey, by string, now time.Time) error {
+	// A retry returns the first outcome: checked before anything that may
+	// have changed since (the total, the batch's status).
+	if idempotencyKey != "" {
+		if _, seen := b.stockKeys[idempotencyKey]; seen {
+			return nil
+		}
+	}
 	if err := b.mutable(now, "add stock"); err != nil {
 		return err
 	}
@@ -166,11 +173,6 @@ func (b *Batch) AddStock(n int64, idempotencyKey, by string, now time.Time) erro
 	}
 	if b.TotalStock+n > MaxStock {
 		return Invalid("add", "total stock would exceed %d", MaxStock)
-	}
-	if idempotencyKey != "" {
-		if _, seen := b.stockKeys[idempotencyKey]; seen {
-			return nil
-		}
 	}
 	b.record(&BatchStockAdded{BatchID: b.ID, Added: n, TotalStock: b.TotalStock + n, IdempotencyKey: idempotencyKey, By: by, At: now})
 	return nil
@@ -187,6 +189,16 @@ func (b *Batch) CheckClaimable(now time.Time) error {
 	}
 	if s := b.Status(now); s != BatchRunning {
 		return Errorf(ErrNotClaimable, "batch %s is %s", b.ID, s)
+	}
+	return b.checkNotBornExpired(now, ErrNotClaimable)
+}
+
+// checkNotBornExpired refuses to hand out a coupon whose fixed validity
+// window is already over at now (it would be born expired, yet use stock and
+// the shopper's per-user limit).
+func (b *Batch) checkNotBornExpired(now time.Time, kind error) error {
+	if !b.Rules.ValidUntil.IsZero() && !now.Before(b.Rules.ValidUntil) {
+		return Errorf(kind, "batch %s: its coupons were valid until %s", b.ID, b.Rules.ValidUntil.Format(time.RFC3339))
 	}
 	return nil
 }

@@ -121,6 +121,7 @@ func TestBatchStatusOverTime(t *testing.T) {
 		now  time.Time
 	}{
 		{"before start", t0},
+		{"just before start", claimStart.Add(-time.Nanosecond)},
 		{"at start", claimStart},
 		{"inside", claimStart.Add(3 * day)},
 		{"just before end", claimEnd.Add(-time.Nanosecond)},
@@ -128,10 +129,10 @@ func TestBatchStatusOverTime(t *testing.T) {
 		{"after end", claimEnd.Add(30 * day)},
 	}
 	want := map[*domain.Batch][]domain.BatchStatus{
-		plain:   {domain.BatchScheduled, domain.BatchRunning, domain.BatchRunning, domain.BatchRunning, domain.BatchEnded, domain.BatchEnded},
-		paused:  {domain.BatchScheduled, domain.BatchPausedSt, domain.BatchPausedSt, domain.BatchPausedSt, domain.BatchEnded, domain.BatchEnded},
-		stopped: {domain.BatchStoppedSt, domain.BatchStoppedSt, domain.BatchStoppedSt, domain.BatchStoppedSt, domain.BatchStoppedSt, domain.BatchStoppedSt},
-		resumed: {domain.BatchScheduled, domain.BatchRunning, domain.BatchRunning, domain.BatchRunning, domain.BatchEnded, domain.BatchEnded},
+		plain:   {domain.BatchScheduled, domain.BatchScheduled, domain.BatchRunning, domain.BatchRunning, domain.BatchRunning, domain.BatchEnded, domain.BatchEnded},
+		paused:  {domain.BatchScheduled, domain.BatchScheduled, domain.BatchPausedSt, domain.BatchPausedSt, domain.BatchPausedSt, domain.BatchEnded, domain.BatchEnded},
+		stopped: {domain.BatchStoppedSt, domain.BatchStoppedSt, domain.BatchStoppedSt, domain.BatchStoppedSt, domain.BatchStoppedSt, domain.BatchStoppedSt, domain.BatchStoppedSt},
+		resumed: {domain.BatchScheduled, domain.BatchScheduled, domain.BatchRunning, domain.BatchRunning, domain.BatchRunning, domain.BatchEnded, domain.BatchEnded},
 	}
 	for b, statuses := range want {
 		for i, tm := range times {
@@ -585,4 +586,3 @@ func snapshot(b *domain.Batch) batchState {
 	_, rules, _ := reg.Marshal(&domain.BatchIssued{Rules: b.Rules.Normalized()})
 	return batchState{b.ID, string(rules), b.RuleVersion, b.TotalStock, b.Paused, b.Stopped, b.IssuedAt.UTC(), b.Version()}
 }
-

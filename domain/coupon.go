@@ -26,7 +26,7 @@ type Coupon struct {
 	OrderID        string // the order holding or having used it
 	HoldUntil      time.Time
 	PaymentID      string
-	lastReleased   string // order whose lock was last released (unlock or return)
+	released       map[string]struct{} // orders whose lock or use was released (unlock or return)
 	version        int64
 	changes        []Event
 }
@@ -77,6 +77,9 @@ func ClaimCoupon(couponID, userID, idempotencyKey string, b *Batch, now time.Tim
 	if now.Before(b.Rules.ClaimStartsAt) || !now.Before(b.Rules.ClaimEndsAt) {
 		return nil, Errorf(ErrNotClaimable, "batch %s is outside its claim window", b.ID)
 	}
+	if err := b.checkNotBornExpired(now, ErrNotClaimable); err != nil {
+		return nil, err
+	}
 	c := NewCouponFromHistory(couponID, nil)
 	c.record(&CouponClaimed{CouponID: couponID, UserID: userID, IdempotencyKey: idempotencyKey,
 		Terms: b.Rules.TermsAt(b.ID, b.RuleVersion, now), At: now})
@@ -86,10 +89,16 @@ func ClaimCoupon(couponID, userID, idempotencyKey string, b *Batch, now time.Tim
 // GrantCoupon records coupon.granted.v1: the back office gives a coupon of
 // any live batch (public or targeted) to a shopper.
 func GrantCoupon(couponID, userID, jobID string, b *Batch, now time.Time) (*Coupon, error) {
+	if err := ValidateID("coupon_id", couponID); err != nil {
+		return nil, err
+	}
 	if err := ValidateID("user_id", userID); err != nil {
 		return nil, err
 	}
 	if err := b.mutable(now, "grant"); err != nil {
+		return nil, err
+	}
+	if err := b.checkNotBornExpired(now, ErrConflict); err != nil {
 		return nil, err
 	}
 	c := NewCouponFromHistory(couponID, nil)
@@ -191,10 +200,10 @@ func (c *Coupon) Unlock(orderID string, now time.Time) error {
 		c.record(&CouponUnlocked{CouponID: c.ID, BatchID: c.Terms.BatchID, UserID: c.UserID, OrderID: orderID,
 			Reason: UnlockOrderCancelled, At: now})
 		return nil
-	case c.Status != CouponLockedSt && c.Status != CouponUsed && c.lastReleased == orderID:
-		return nil
 	case c.Status == CouponUsed && c.OrderID == orderID:
 		return Errorf(ErrConflict, "coupon %s is already redeemed by order %s: return it instead", c.ID, orderID)
+	case c.OrderID != orderID && c.wasReleased(orderID):
+		return nil // a repeat, even if another order has taken the coupon since
 	default:
 		return Errorf(ErrConflict, "coupon %s is not locked by order %s", c.ID, orderID)
 	}
@@ -228,8 +237,8 @@ func (c *Coupon) Return(orderID string, now time.Time) error {
 				ValidUntil: c.Terms.ValidUntil, At: now})
 		}
 		return nil
-	case c.Status != CouponUsed && c.Status != CouponLockedSt && c.lastReleased == orderID:
-		return nil
+	case c.OrderID != orderID && c.wasReleased(orderID):
+		return nil // a repeat, even if another order has taken the coupon since
 	default:
 		return Errorf(ErrConflict, "coupon %s was not redeemed by order %s", c.ID, orderID)
 	}
@@ -242,6 +251,19 @@ func (c *Coupon) Expire(now time.Time) {
 		c.record(&CouponExpired{CouponID: c.ID, BatchID: c.Terms.BatchID, UserID: c.UserID,
 			ValidUntil: c.Terms.ValidUntil, At: now})
 	}
+}
+
+// wasReleased tells whether orderID's hold or use was released (unlock or return).
+func (c *Coupon) wasReleased(orderID string) bool {
+	_, ok := c.released[orderID]
+	return ok
+}
+
+func (c *Coupon) release(orderID string) {
+	if c.released == nil {
+		c.released = map[string]struct{}{}
+	}
+	c.released[orderID] = struct{}{}
 }
 
 func (c *Coupon) record(e Event) {
@@ -262,11 +284,13 @@ func (c *Coupon) Apply(e Event) {
 	case *CouponLocked:
 		c.Status, c.OrderID, c.HoldUntil = CouponLockedSt, e.OrderID, e.HoldUntil
 	case *CouponUnlocked:
-		c.Status, c.lastReleased, c.OrderID, c.HoldUntil = CouponUsable, e.OrderID, "", time.Time{}
+		c.release(e.OrderID)
+		c.Status, c.OrderID, c.HoldUntil = CouponUsable, "", time.Time{}
 	case *CouponRedeemed:
 		c.Status, c.PaymentID = CouponUsed, e.PaymentID
 	case *CouponReturned:
-		c.Status, c.lastReleased, c.OrderID, c.PaymentID = CouponUsable, e.OrderID, "", ""
+		c.release(e.OrderID)
+		c.Status, c.OrderID, c.PaymentID = CouponUsable, "", ""
 	case *CouponExpired:
 		c.Status = CouponExpiredS
 	}

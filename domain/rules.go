@@ -127,15 +127,15 @@ func (r Rules) Validate() error {
 		if r.AmountOff <= 0 {
 			return Invalid("amount_off", "must be > 0")
 		}
-		if r.PercentOff != 0 || r.MaxDiscount != 0 {
-			return Invalid("percent_off", "only percent coupons take percent_off or max_discount")
+		if err := r.noPercentFields(); err != nil {
+			return err
 		}
 	case KindDirect, KindShipping:
 		if r.AmountOff <= 0 {
 			return Invalid("amount_off", "must be > 0")
 		}
-		if r.PercentOff != 0 || r.MaxDiscount != 0 {
-			return Invalid("percent_off", "only percent coupons take percent_off or max_discount")
+		if err := r.noPercentFields(); err != nil {
+			return err
 		}
 	case KindPercent:
 		if r.PercentOff < 1 {
@@ -178,6 +178,18 @@ func (r Rules) Validate() error {
 	}
 	if r.Audience != AudiencePublic && r.Audience != AudienceTargeted {
 		return Invalid("audience", "must be public or targeted")
+	}
+	return nil
+}
+
+// noPercentFields refuses percent_off and max_discount on a non-percent coupon,
+// naming the field actually set.
+func (r Rules) noPercentFields() error {
+	if r.PercentOff != 0 {
+		return Invalid("percent_off", "only percent coupons take percent_off")
+	}
+	if r.MaxDiscount != 0 {
+		return Invalid("max_discount", "only percent coupons take max_discount")
 	}
 	return nil
 }
