@@ -10,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/couponsd/couponsd/domain"
 )
 
@@ -165,19 +163,14 @@ func TestConcurrentPerUserLimit(t *testing.T) {
 // BenchmarkReserve measures parallel reservations (with an idempotency key)
 // against real Redis and the embedded miniredis.
 func BenchmarkReserve(b *testing.B) {
-	for _, be := range []struct {
-		name string
-		open func(testing.TB) *env
-	}{{"redis", openReal}, {"miniredis", openEmbedded}} {
+	for _, be := range backends() {
 		b.Run(be.name, func(b *testing.B) {
 			e := be.open(b)
-			if c, ok := e.rdb.(*redis.Client); ok && c.Options().PoolSize < 64 {
-				b.Logf("pool size %d", c.Options().PoolSize)
-			}
 			ctx := context.Background()
 			mustSync(b, e, batch("BENCH", 0, 1<<40, 1000))
 			var seq atomic.Int64
 			b.ReportAllocs()
+			b.SetParallelism(16) // many requests in flight, as in a flash sale
 			b.ResetTimer()
 			began := time.Now()
 			b.RunParallel(func(pb *testing.PB) {

@@ -129,13 +129,13 @@ func (c Config) target() (target, error) {
 	case "redis", "rediss", "unix":
 		opt, err := redis.ParseURL(strings.ToLower(scheme) + "://" + rest)
 		if err != nil {
-			return target{}, fmt.Errorf("redis: invalid URL %s: %w", Redact(raw), err)
+			return target{}, fmt.Errorf("redis: invalid URL %s: %w", Redact(raw), hideURL(err))
 		}
 		return target{mode: modeStandalone, standalone: opt}, nil
 	case "redis-cluster", "rediss-cluster":
 		opt, err := parseClusterURL(strings.TrimSuffix(strings.ToLower(scheme), "-cluster"), rest)
 		if err != nil {
-			return target{}, fmt.Errorf("redis: invalid cluster URL %s: %w", Redact(raw), err)
+			return target{}, fmt.Errorf("redis: invalid cluster URL %s: %w", Redact(raw), hideURL(err))
 		}
 		return target{mode: modeCluster, cluster: opt}, nil
 	default:
@@ -175,26 +175,35 @@ func parseClusterURL(scheme, rest string) (*redis.ClusterOptions, error) {
 	return redis.ParseClusterURL(u)
 }
 
-// Redact hides the password of a Redis URL, for logs and errors.
+// Redact hides the password of a Redis URL, for logs and errors. It errs
+// on the side of hiding: everything before the last '@' but the user name
+// goes.
 func Redact(raw string) string {
 	scheme, rest, ok := strings.Cut(raw, "://")
 	if !ok {
 		return raw
 	}
-	end := strings.IndexAny(rest, "/?")
-	if end < 0 {
-		end = len(rest)
-	}
-	authority, tail := rest[:end], rest[end:]
-	i := strings.LastIndex(authority, "@")
+	i := strings.LastIndex(rest, "@")
 	if i < 0 {
 		return raw
 	}
-	user, _, hasPass := strings.Cut(authority[:i], ":")
+	user, _, hasPass := strings.Cut(rest[:i], ":")
 	if !hasPass {
 		return raw
 	}
-	return scheme + "://" + user + ":xxxxx" + authority[i:] + tail
+	if strings.ContainsAny(user, "/?#") {
+		user = ""
+	}
+	return scheme + "://" + user + ":xxxxx" + rest[i:]
+}
+
+// hideURL drops the URL (and its password) that *url.Error repeats.
+func hideURL(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
 }
 
 // Conn is an open Redis connection.
