@@ -6,7 +6,7 @@ import (
 )
 
 // Sentinel errors. Adapters map driver errors onto these; the HTTP layer maps
-// them onto status codes in one place (readapi/httperr).
+// them onto status codes in one place (infra/httpapi).
 var (
 	ErrInvalidArgument = errors.New("invalid_argument")
 	ErrNotFound        = errors.New("not_found")

@@ -1,0 +1,110 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+)
+
+// Config is the service configuration, read from COUPONS_* variables.
+type Config struct {
+	Addr               string        // COUPONS_ADDR
+	DataDir            string        // COUPONS_DATA_DIR
+	RedisURL           string        // COUPONS_REDIS_URL (empty: embedded)
+	RedisPrefix        string        // COUPONS_REDIS_PREFIX
+	EventStoreURL      string        // COUPONS_EVENTSTORE_URL (empty: embedded)
+	KafkaBrokers       string        // COUPONS_KAFKA_BROKERS
+	ElasticsearchURL   string        // COUPONS_ELASTICSEARCH_URL
+	JWTSecret          string        // COUPONS_JWT_SECRET
+	HoldTimeout        time.Duration // COUPONS_HOLD_TIMEOUT
+	ReservationTimeout time.Duration // COUPONS_RESERVATION_TIMEOUT
+	WorkerInterval     time.Duration // COUPONS_WORKER_INTERVAL
+	ReconcileInterval  time.Duration // COUPONS_RECONCILE_INTERVAL
+	ShutdownTimeout    time.Duration // COUPONS_SHUTDOWN_TIMEOUT
+	LogLevel           slog.Level    // COUPONS_LOG_LEVEL
+}
+
+// DefaultConfig holds the defaults.
+func DefaultConfig() Config {
+	return Config{
+		Addr: ":8080", DataDir: "./data", RedisPrefix: "couponsd:",
+		HoldTimeout: 30 * time.Minute, ReservationTimeout: 30 * time.Second,
+		WorkerInterval: time.Second, ReconcileInterval: 10 * time.Second,
+		ShutdownTimeout: 10 * time.Second, LogLevel: slog.LevelInfo,
+	}
+}
+
+// ConfigFromEnv reads the environment over the defaults.
+func ConfigFromEnv(getenv func(string) string) (Config, error) {
+	c := DefaultConfig()
+	str := func(name string, dst *string) {
+		if v := strings.TrimSpace(getenv(name)); v != "" {
+			*dst = v
+		}
+	}
+	var errs []error
+	dur := func(name string, dst *time.Duration) {
+		if v := strings.TrimSpace(getenv(name)); v != "" {
+			d, err := time.ParseDuration(v)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", name, err))
+				return
+			}
+			*dst = d
+		}
+	}
+	str("COUPONS_ADDR", &c.Addr)
+	str("COUPONS_DATA_DIR", &c.DataDir)
+	str("COUPONS_REDIS_URL", &c.RedisURL)
+	str("COUPONS_REDIS_PREFIX", &c.RedisPrefix)
+	str("COUPONS_EVENTSTORE_URL", &c.EventStoreURL)
+	str("COUPONS_KAFKA_BROKERS", &c.KafkaBrokers)
+	str("COUPONS_ELASTICSEARCH_URL", &c.ElasticsearchURL)
+	c.JWTSecret = getenv("COUPONS_JWT_SECRET")
+	dur("COUPONS_HOLD_TIMEOUT", &c.HoldTimeout)
+	dur("COUPONS_RESERVATION_TIMEOUT", &c.ReservationTimeout)
+	dur("COUPONS_WORKER_INTERVAL", &c.WorkerInterval)
+	dur("COUPONS_RECONCILE_INTERVAL", &c.ReconcileInterval)
+	dur("COUPONS_SHUTDOWN_TIMEOUT", &c.ShutdownTimeout)
+	if v := strings.TrimSpace(getenv("COUPONS_LOG_LEVEL")); v != "" {
+		if err := c.LogLevel.UnmarshalText([]byte(v)); err != nil {
+			errs = append(errs, fmt.Errorf("COUPONS_LOG_LEVEL: %w", err))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return c, err
+	}
+	return c, c.Validate()
+}
+
+// Validate checks the configuration.
+func (c Config) Validate() error {
+	var errs []error
+	if c.Addr == "" {
+		errs = append(errs, errors.New("COUPONS_ADDR is empty"))
+	}
+	if c.DataDir == "" {
+		errs = append(errs, errors.New("COUPONS_DATA_DIR is empty"))
+	}
+	for name, d := range map[string]time.Duration{
+		"COUPONS_HOLD_TIMEOUT": c.HoldTimeout, "COUPONS_RESERVATION_TIMEOUT": c.ReservationTimeout,
+		"COUPONS_WORKER_INTERVAL": c.WorkerInterval, "COUPONS_RECONCILE_INTERVAL": c.ReconcileInterval,
+		"COUPONS_SHUTDOWN_TIMEOUT": c.ShutdownTimeout,
+	} {
+		if d <= 0 {
+			errs = append(errs, fmt.Errorf("%s must be positive", name))
+		}
+	}
+	if c.JWTSecret != "" && len(c.JWTSecret) < 32 {
+		errs = append(errs, errors.New("COUPONS_JWT_SECRET must be at least 32 bytes"))
+	}
+	if c.EventStoreURL != "" {
+		errs = append(errs, errors.New("COUPONS_EVENTSTORE_URL: the EventStoreDB adapter is not built yet; leave it unset for the embedded store"))
+	}
+	return errors.Join(errs...)
+}
+
+func getenv(name string) string { return os.Getenv(name) }

@@ -1,0 +1,192 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/couponsd/couponsd/commands"
+	"github.com/couponsd/couponsd/domain"
+	"github.com/couponsd/couponsd/domain/es"
+	"github.com/couponsd/couponsd/infra/eventstore/boltstore"
+	"github.com/couponsd/couponsd/infra/httpapi"
+	"github.com/couponsd/couponsd/infra/redisguard"
+	"github.com/couponsd/couponsd/infra/redisidem"
+	"github.com/couponsd/couponsd/infra/redisops"
+	"github.com/couponsd/couponsd/infra/redisx"
+	"github.com/couponsd/couponsd/projections"
+	"github.com/couponsd/couponsd/readapi"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// app is the composition root: every adapter and handler, wired once.
+type app struct {
+	cfg      Config
+	log      *slog.Logger
+	clock    domain.Clock
+	metrics  *httpapi.Metrics
+	registry *prometheus.Registry
+	store    es.Store
+	redis    *redisx.Conn
+	guard    *redisguard.Guard
+	ops      *redisops.Store
+	repo     *commands.Repository
+	handlers *commands.Handlers
+	rebuild  *commands.RebuildGuardHandler
+	closers  []func() error
+}
+
+func open(ctx context.Context, cfg Config, log *slog.Logger) (a *app, err error) {
+	a = &app{cfg: cfg, log: log, clock: domain.SystemClock{}, registry: prometheus.NewRegistry()}
+	defer func() {
+		if err != nil {
+			a.Close()
+		}
+	}()
+	a.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	a.metrics = httpapi.NewMetrics(a.registry)
+
+	if err = os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+		return a, err
+	}
+	bs, err := boltstore.Open(filepath.Join(cfg.DataDir, "events"), boltstore.Options{
+		Now: a.clock.Now, Logger: log, OnCommit: a.metrics.ObserveAppendBatch,
+	})
+	if err != nil {
+		return a, fmt.Errorf("event store: %w", err)
+	}
+	a.store = bs
+	a.closers = append(a.closers, bs.Close)
+
+	if a.redis, err = redisx.Open(ctx, redisx.Config{URL: cfg.RedisURL, Prefix: cfg.RedisPrefix}, log); err != nil {
+		return a, fmt.Errorf("redis: %w", err)
+	}
+	a.closers = append(a.closers, a.redis.Close)
+	if a.guard, err = redisguard.New(a.redis.Client, a.redis.Prefix); err != nil {
+		return a, err
+	}
+	if err = a.guard.Load(ctx); err != nil {
+		return a, fmt.Errorf("load guard scripts: %w", err)
+	}
+	if a.ops, err = redisops.New(a.redis.Client, a.redis.Prefix); err != nil {
+		return a, err
+	}
+	if a.repo, err = commands.NewRepository(a.store, domain.NewRegistry()); err != nil {
+		return a, err
+	}
+	deps := commands.Deps{Repo: a.repo, Guard: a.guard, Clock: a.clock}
+	if a.handlers, err = commands.NewHandlers(deps, cfg.HoldTimeout); err != nil {
+		return a, err
+	}
+	if a.rebuild, err = commands.NewRebuildGuardHandler(deps); err != nil {
+		return a, err
+	}
+	return a, nil
+}
+
+func (a *app) Close() {
+	for i := len(a.closers) - 1; i >= 0; i-- {
+		if err := a.closers[i](); err != nil {
+			a.log.Warn("close", "err", err)
+		}
+	}
+	a.closers = nil
+}
+
+func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
+	if cfg.KafkaBrokers != "" || cfg.ElasticsearchURL != "" {
+		log.Warn("COUPONS_KAFKA_BROKERS and COUPONS_ELASTICSEARCH_URL are not used by this version yet")
+	}
+	a, err := open(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+
+	// The guard is rebuilt from the event store when Redis holds nothing
+	// (first start on an empty Redis, or Redis lost its data).
+	if ok, err := a.guard.Initialized(ctx); err != nil {
+		return err
+	} else if !ok {
+		rep, err := a.rebuild.Handle(ctx, commands.RebuildGuard{})
+		if err != nil {
+			return fmt.Errorf("rebuild guard: %w", err)
+		}
+		log.Info("stock guard rebuilt from the event store", "batches", rep.Batches, "coupons", rep.Coupons, "position", rep.Position)
+	}
+
+	secret, err := jwtSecret(cfg)
+	if err != nil {
+		return err
+	}
+	batches, err := readapi.NewBatches(a.repo, a.guard, a.ops, a.clock)
+	if err != nil {
+		return err
+	}
+	idem, err := redisidem.New(a.redis.Client, a.redis.Prefix)
+	if err != nil {
+		return err
+	}
+	srv, err := httpapi.New(httpapi.Config{JWTSecret: secret}, httpapi.Deps{
+		Commands: a.handlers, Batches: batches, Repo: a.repo, Idempotency: idem,
+		Metrics: a.metrics, Registry: a.registry, Logger: log, Clock: a.clock,
+	})
+	if err != nil {
+		return err
+	}
+
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	goRun := func(f func(context.Context)) {
+		wg.Add(1)
+		go func() { defer wg.Done(); f(runCtx) }()
+	}
+	opsProj, err := projections.NewOpsProjector(a.ops, a.repo.Registry())
+	if err != nil {
+		return err
+	}
+	cp, err := redisops.NewCheckpoint(a.redis.Client, a.redis.Prefix+"guard-sync:checkpoint")
+	if err != nil {
+		return err
+	}
+	syncProj, err := projections.NewGuardSyncProjector(a.repo, a.guard, cp)
+	if err != nil {
+		return err
+	}
+	for _, p := range []projections.Projector{opsProj, syncProj} {
+		goRun(func(ctx context.Context) { projections.Run(ctx, a.store, p, log) })
+	}
+	workers, err := commands.NewWorkers(a.handlers, a.ops, a.clock, commands.WorkerConfig{
+		Interval: cfg.WorkerInterval, ReservationTimeout: cfg.ReservationTimeout, ReconcileInterval: cfg.ReconcileInterval,
+	}, log)
+	if err != nil {
+		return err
+	}
+	goRun(workers.Run)
+
+	httpSrv := srv.HTTPServer(cfg.Addr)
+	errc := make(chan error, 1)
+	go func() { errc <- httpSrv.ListenAndServe() }()
+	log.Info("couponsd serving", "addr", cfg.Addr, "data_dir", cfg.DataDir, "redis_embedded", a.redis.Embedded)
+	select {
+	case err = <-errc:
+	case <-ctx.Done():
+		log.Info("shutting down")
+		sctx, scancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+		defer scancel()
+		err = httpSrv.Shutdown(sctx)
+	}
+	cancel()
+	wg.Wait()
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	return err
+}
