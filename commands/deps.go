@@ -93,4 +93,3 @@ func changeBatch(ctx context.Context, d Deps, id string, decide func(b *domain.B
 	// version, so a failure here is healed by a retry or the start-up sync.
 	return out, d.Guard.SyncBatch(ctx, GuardBatchOf(out.Aggregate))
 }
-

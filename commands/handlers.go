@@ -18,6 +18,7 @@ type Handlers struct {
 	Expire      *ExpireCouponHandler
 	ReleaseHold *ReleaseExpiredHoldHandler
 	Reconcile   *ReconcileReservationsHandler
+	Grants      *GrantJobs
 }
 
 // NewHandlers builds every handler; hold is the order hold timeout.
@@ -58,6 +59,8 @@ func NewHandlers(d Deps, hold time.Duration) (*Handlers, error) {
 	h.ReleaseHold, e = NewReleaseExpiredHoldHandler(d.Repo, d.Clock)
 	must(e)
 	h.Reconcile, e = NewReconcileReservationsHandler(d)
+	must(e)
+	h.Grants, e = NewGrantJobs(d)
 	must(e)
 	if err != nil {
 		return nil, err

@@ -23,7 +23,7 @@ type fakeClock struct {
 	t  time.Time
 }
 
-func (c *fakeClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *fakeClock) Now() time.Time  { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
 func (c *fakeClock) Set(t time.Time) { c.mu.Lock(); c.t = t; c.mu.Unlock() }
 
 var t0 = time.Date(2026, 11, 11, 0, 0, 0, 0, time.UTC)
@@ -412,8 +412,10 @@ func TestOrderFlowRaces(t *testing.T) {
 // dueIndex is a DueIndex over explicit lists.
 type dueIndex struct{ holds, expiries []string }
 
-func (d dueIndex) DueHolds(context.Context, time.Time, int) ([]string, error)    { return d.holds, nil }
-func (d dueIndex) DueExpiries(context.Context, time.Time, int) ([]string, error) { return d.expiries, nil }
+func (d dueIndex) DueHolds(context.Context, time.Time, int) ([]string, error) { return d.holds, nil }
+func (d dueIndex) DueExpiries(context.Context, time.Time, int) ([]string, error) {
+	return d.expiries, nil
+}
 
 func TestWorkersReleaseHoldsAndExpire(t *testing.T) {
 	b := redistest.Embedded(t)

@@ -136,3 +136,32 @@ func retryOnConcurrency(ctx context.Context, attempt func() error) error {
 	}
 	return domain.Errorf(domain.ErrConflict, "too many concurrent changes, retry: %v", err)
 }
+
+func (r *Repository) loadUpTo(ctx context.Context, stream string, rev uint64) ([]domain.Event, error) {
+	recs, err := r.store.ReadStream(ctx, stream, 0)
+	if err != nil {
+		return nil, err
+	}
+	if uint64(len(recs)) > rev+1 {
+		recs = recs[:rev+1]
+	}
+	return r.Decode(recs)
+}
+
+// LoadCouponAt rebuilds a coupon as it was at revision rev.
+func (r *Repository) LoadCouponAt(ctx context.Context, id string, rev uint64) (*domain.Coupon, error) {
+	evs, err := r.loadUpTo(ctx, couponStream(id), rev)
+	if err != nil {
+		return nil, err
+	}
+	return domain.NewCouponFromHistory(id, evs), nil
+}
+
+// LoadBatchAt rebuilds a batch as it was at revision rev.
+func (r *Repository) LoadBatchAt(ctx context.Context, id string, rev uint64) (*domain.Batch, error) {
+	evs, err := r.loadUpTo(ctx, batchStream(id), rev)
+	if err != nil {
+		return nil, err
+	}
+	return domain.NewBatchFromHistory(id, evs), nil
+}

@@ -20,6 +20,9 @@ const (
 	EvCouponReturned    = "coupon.returned.v1"
 	EvCouponExpired     = "coupon.expired.v1"
 	EvCouponClaimVoided = "coupon.claim_voided.v1"
+
+	EvGrantJobCreated  = "grantjob.created.v1"
+	EvGrantJobFinished = "grantjob.finished.v1"
 )
 
 func allEvents() []Event {
@@ -27,6 +30,7 @@ func allEvents() []Event {
 		&BatchIssued{}, &BatchRulesChanged{}, &BatchPaused{}, &BatchResumed{}, &BatchStopped{}, &BatchStockAdded{},
 		&CouponClaimed{}, &CouponGranted{}, &CouponLocked{}, &CouponUnlocked{}, &CouponRedeemed{},
 		&CouponReturned{}, &CouponExpired{}, &CouponClaimVoided{},
+		&GrantJobCreated{}, &GrantJobFinished{},
 	}
 }
 

@@ -28,6 +28,8 @@ var goldenNames = []string{
 	"coupon.redeemed.v1",
 	"coupon.returned.v1",
 	"coupon.unlocked.v1",
+	"grantjob.created.v1",
+	"grantjob.finished.v1",
 }
 
 // sampleEvents has one fully populated value of every event, keyed by the
@@ -53,6 +55,9 @@ func sampleEvents() map[string]domain.Event {
 		"coupon.returned.v1":     &domain.CouponReturned{CouponID: "c-1", BatchID: "b-1", UserID: "u-1", OrderID: "o-1", UsableAgain: true, At: at},
 		"coupon.expired.v1":      &domain.CouponExpired{CouponID: "c-1", BatchID: "b-1", UserID: "u-1", ValidUntil: at, At: at},
 		"coupon.claim_voided.v1": &domain.CouponClaimVoided{CouponID: "c-1", BatchID: "b-1", UserID: "u-1", Reason: "append_failed", At: at},
+		"grantjob.created.v1":    &domain.GrantJobCreated{JobID: "job-1", BatchID: "b-1", UserIDs: []string{"u-1", "u-2"}, By: "admin-1", At: at},
+		"grantjob.finished.v1": &domain.GrantJobFinished{JobID: "job-1", BatchID: "b-1", GrantCounts: domain.GrantCounts{Total: 4, Granted: 1, Skipped: 1, NotGranted: 1, Failed: 1},
+			Outcome: domain.GrantJobSoldOut, At: at},
 	}
 }
 
@@ -89,6 +94,8 @@ func TestEventNamesAreExplicit(t *testing.T) {
 		{&domain.CouponReturned{}, "coupon.returned.v1"},
 		{&domain.CouponExpired{}, "coupon.expired.v1"},
 		{&domain.CouponClaimVoided{}, "coupon.claim_voided.v1"},
+		{&domain.GrantJobCreated{}, "grantjob.created.v1"},
+		{&domain.GrantJobFinished{}, "grantjob.finished.v1"},
 	}
 	if len(pinned) != len(goldenNames) {
 		t.Fatalf("%d pinned types for %d names", len(pinned), len(goldenNames))
@@ -102,7 +109,7 @@ func TestEventNamesAreExplicit(t *testing.T) {
 		domain.EvBatchIssued, domain.EvBatchRulesChanged, domain.EvBatchPaused, domain.EvBatchResumed,
 		domain.EvBatchStopped, domain.EvBatchStockAdded, domain.EvCouponClaimed, domain.EvCouponGranted,
 		domain.EvCouponLocked, domain.EvCouponUnlocked, domain.EvCouponRedeemed, domain.EvCouponReturned,
-		domain.EvCouponExpired, domain.EvCouponClaimVoided,
+		domain.EvCouponExpired, domain.EvCouponClaimVoided, domain.EvGrantJobCreated, domain.EvGrantJobFinished,
 	}
 	slices.Sort(consts)
 	if !slices.Equal(consts, goldenNames) {

@@ -37,7 +37,9 @@ func NewGuardSyncProjector(repo *commands.Repository, guard commands.StockGuard,
 func (p *GuardSyncProjector) Name() string { return "guard-sync" }
 
 // Checkpoint is the last handled position.
-func (p *GuardSyncProjector) Checkpoint(ctx context.Context) (uint64, error) { return p.cp.Checkpoint(ctx) }
+func (p *GuardSyncProjector) Checkpoint(ctx context.Context) (uint64, error) {
+	return p.cp.Checkpoint(ctx)
+}
 
 // Handle syncs the batch of a batch event with its current state.
 func (p *GuardSyncProjector) Handle(ctx context.Context, rec es.RecordedEvent) error {

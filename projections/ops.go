@@ -85,7 +85,9 @@ func NewOpsProjector(store OpsStore, reg *domain.Registry) (*OpsProjector, error
 func (p *OpsProjector) Name() string { return "ops" }
 
 // Checkpoint is the position of the last event handled.
-func (p *OpsProjector) Checkpoint(ctx context.Context) (uint64, error) { return p.store.Checkpoint(ctx) }
+func (p *OpsProjector) Checkpoint(ctx context.Context) (uint64, error) {
+	return p.store.Checkpoint(ctx)
+}
 
 // Handle projects one stored event and advances the checkpoint.
 func (p *OpsProjector) Handle(ctx context.Context, rec es.RecordedEvent) error {

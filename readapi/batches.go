@@ -116,3 +116,50 @@ func CouponEvents(ctx context.Context, repo *commands.Repository, couponID strin
 	}
 	return out, nil
 }
+
+// UserAuditEvent is one stored event of one of a user's coupons.
+type UserAuditEvent struct {
+	CouponID string `json:"coupon_id"`
+	AuditEvent
+}
+
+// UserEvents reads, straight from the event store, every event of every
+// coupon the user ever held, in store order. It scans the store once.
+func UserEvents(ctx context.Context, repo *commands.Repository, userID string) ([]UserAuditEvent, error) {
+	if err := domain.ValidateID("user_id", userID); err != nil {
+		return nil, err
+	}
+	mine := map[string]bool{}
+	out := []UserAuditEvent{}
+	var after uint64
+	const page = 2000
+	for {
+		recs, err := repo.Store().ReadAll(ctx, after, page)
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range recs {
+			after = r.Position
+			if len(r.StreamID) < 7 || r.StreamID[:7] != "coupon-" {
+				continue
+			}
+			id := r.StreamID[7:]
+			if r.Revision == 0 {
+				e, err := repo.Registry().Unmarshal(r.Type, r.Data)
+				if err != nil {
+					return nil, err
+				}
+				if ownerOf(e) == userID {
+					mine[id] = true
+				}
+			}
+			if mine[id] {
+				out = append(out, UserAuditEvent{CouponID: id, AuditEvent: AuditEvent{Revision: r.Revision, Position: r.Position,
+					Type: r.Type, RecordedAt: r.RecordedAt, Data: json.RawMessage(r.Data)}})
+			}
+		}
+		if len(recs) < page {
+			return out, nil
+		}
+	}
+}

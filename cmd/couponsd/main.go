@@ -3,6 +3,7 @@
 //	couponsd                       serve (embedded back ends unless configured)
 //	couponsd token --sub U --role R   print a bearer token
 //	couponsd guard rebuild         rebuild the Redis stock guard from the event store
+//	couponsd replay | audit | verify  operator commands against a running service
 package main
 
 import (
@@ -50,13 +51,28 @@ func run(args []string, stdout, stderr io.Writer) error {
 			return errors.New("usage: couponsd guard rebuild")
 		}
 		return rebuildGuard(ctx, cfg, log, stdout)
+	case "replay":
+		return replayCmd(ctx, cfg, args, stdout)
+	case "audit":
+		return auditCmd(ctx, cfg, args, stdout)
+	case "verify":
+		return verifyCmd(ctx, cfg, stdout)
 	case "help", "-h", "--help":
-		fmt.Fprintln(stdout, "usage: couponsd [serve | token --sub USER --role user|admin|service [--ttl 24h] | guard rebuild]")
+		fmt.Fprintln(stdout, usage)
 		return nil
 	default:
 		return fmt.Errorf("unknown command %q (try couponsd help)", cmd)
 	}
 }
+
+const usage = `usage: couponsd [command]
+  serve (default)                 run the service
+  token --sub USER --role ROLE    print a bearer token (roles: user, admin, service)
+  guard rebuild                   rebuild the Redis stock guard from the event store (service stopped)
+  replay [--projection NAME] [--from POSITION]
+                                  rebuild projections (view, history) in a running service, or re-apply from a position
+  audit coupon ID | audit user ID print an event history from the event store
+  verify                          compare the guard, the view and the history index with the event store`
 
 func token(cfg Config, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("token", flag.ContinueOnError)
@@ -104,4 +120,3 @@ func rebuildGuard(ctx context.Context, cfg Config, log *slog.Logger, stdout io.W
 	_, err = fmt.Fprintf(stdout, "guard rebuilt: %d batches, %d coupons, up to position %d\n", rep.Batches, rep.Coupons, rep.Position)
 	return err
 }
-

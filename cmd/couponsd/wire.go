@@ -19,8 +19,8 @@ import (
 	"github.com/couponsd/couponsd/infra/redisidem"
 	"github.com/couponsd/couponsd/infra/redisops"
 	"github.com/couponsd/couponsd/infra/redisx"
-	"github.com/couponsd/couponsd/projections"
 	"github.com/couponsd/couponsd/readapi"
+	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
@@ -133,9 +133,19 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	rs, err := a.openReadSide(ctx)
+	if err != nil {
+		return err
+	}
+	replays, err := readapi.NewReplays(a.store, rs.targets, newReplayID)
+	if err != nil {
+		return err
+	}
+	admin := &httpapi.Admin{Replays: replays, Verify: a.verifier(rs)}
 	srv, err := httpapi.New(httpapi.Config{JWTSecret: secret}, httpapi.Deps{
 		Commands: a.handlers, Batches: batches, Repo: a.repo, Idempotency: idem,
 		Metrics: a.metrics, Registry: a.registry, Logger: log, Clock: a.clock,
+		Queries: rs.queries, WakeGrants: rs.grants.Wake, Admin: admin,
 	})
 	if err != nil {
 		return err
@@ -148,21 +158,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 		wg.Add(1)
 		go func() { defer wg.Done(); f(runCtx) }()
 	}
-	opsProj, err := projections.NewOpsProjector(a.ops, a.repo.Registry())
-	if err != nil {
-		return err
-	}
-	cp, err := redisops.NewCheckpoint(a.redis.Client, a.redis.Prefix+"guard-sync:checkpoint")
-	if err != nil {
-		return err
-	}
-	syncProj, err := projections.NewGuardSyncProjector(a.repo, a.guard, cp)
-	if err != nil {
-		return err
-	}
-	for _, p := range []projections.Projector{opsProj, syncProj} {
-		goRun(func(ctx context.Context) { projections.Run(ctx, a.store, p, log) })
-	}
+	rs.run(a, goRun)
 	workers, err := commands.NewWorkers(a.handlers, a.ops, a.clock, commands.WorkerConfig{
 		Interval: cfg.WorkerInterval, ReservationTimeout: cfg.ReservationTimeout, ReconcileInterval: cfg.ReconcileInterval,
 	}, log)
@@ -190,3 +186,5 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	return err
 }
+
+func newReplayID() string { return uuid.Must(uuid.NewV7()).String() }

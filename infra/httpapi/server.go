@@ -45,6 +45,14 @@ type Deps struct {
 	NewID func() string
 	// Clock defaults to domain.SystemClock; it also checks token expiry.
 	Clock domain.Clock
+	// Queries serve the read side (listings, reports, readiness). Optional:
+	// without them those routes answer 503.
+	Queries *Queries
+	// WakeGrants, when set, is called after a grant job is created so the
+	// grant worker starts it at once.
+	WakeGrants func()
+	// Admin serves the operator endpoints (replay, verify). Optional.
+	Admin *Admin
 }
 
 // Middlewares are the building blocks of routes, for packages adding routes
@@ -62,19 +70,22 @@ type Middlewares struct {
 
 // Server is the HTTP API.
 type Server struct {
-	cfg       Config
-	bodyLimit int64
-	e         *echo.Echo
-	cmd       *commands.Handlers
-	batches   *readapi.Batches
-	repo      *commands.Repository
-	idem      IdempotencyStore
-	metrics   *Metrics
-	log       *slog.Logger
-	newID     func() string
-	clock     domain.Clock
-	mw        Middlewares
-	gatherer  prometheus.Gatherer
+	cfg        Config
+	bodyLimit  int64
+	e          *echo.Echo
+	cmd        *commands.Handlers
+	batches    *readapi.Batches
+	repo       *commands.Repository
+	idem       IdempotencyStore
+	metrics    *Metrics
+	log        *slog.Logger
+	newID      func() string
+	clock      domain.Clock
+	mw         Middlewares
+	gatherer   prometheus.Gatherer
+	q          *Queries
+	wakeGrants func()
+	admin      *Admin
 }
 
 // New builds the server and registers its routes. It fails fast on an
@@ -102,7 +113,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	limit, _ := ParseByteSize(cfg.BodyLimit) // checked by Validate
 	s := &Server{
 		cfg: cfg, bodyLimit: limit, cmd: deps.Commands, batches: deps.Batches, repo: deps.Repo,
-		idem: deps.Idempotency, metrics: deps.Metrics, gatherer: gatherer, log: deps.Logger, newID: deps.NewID, clock: deps.Clock,
+		idem: deps.Idempotency, metrics: deps.Metrics, gatherer: gatherer, log: deps.Logger, newID: deps.NewID, clock: deps.Clock, q: deps.Queries, wakeGrants: deps.WakeGrants, admin: deps.Admin,
 	}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -125,6 +136,9 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	e.Use(s.observe, s.recoverPanics, middleware.RequestID(), s.timeout, s.limitBody)
 	s.e = e
 	s.routes()
+	s.queryRoutes()
+	s.grantRoutes()
+	s.adminRoutes()
 	return s, nil
 }
 

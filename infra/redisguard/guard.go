@@ -20,6 +20,7 @@ import (
 
 	"github.com/couponsd/couponsd/commands"
 	"github.com/couponsd/couponsd/domain"
+	"github.com/couponsd/couponsd/readapi"
 )
 
 var _ commands.StockGuard = (*Guard)(nil)
@@ -482,4 +483,174 @@ func atoi(v any) int {
 		return n
 	}
 	return 0
+}
+
+// UserCounts returns how many coupons of each batch userID holds (claims and
+// grants, including reservations not yet confirmed).
+func (g *Guard) UserCounts(ctx context.Context, batchIDs []string, userID string) (map[string]int64, error) {
+	cmds := make([]*redis.StringCmd, len(batchIDs))
+	_, err := g.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, id := range batchIDs {
+			cmds[i] = p.HGet(ctx, g.Keys(id).Users, userID)
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, g.fail("user counts", err)
+	}
+	out := make(map[string]int64, len(batchIDs))
+	for i, c := range cmds {
+		if n, err := c.Int64(); err == nil {
+			out[batchIDs[i]] = n
+		}
+	}
+	return out, nil
+}
+
+// ---- inspection (couponsd verify) ----
+
+var _ readapi.GuardInspector = (*Guard)(nil)
+
+// inspectHashMax: a per-batch hash of up to this many fields is read with
+// one HGETALL in a pipeline; a bigger one with HSCAN pages of this size, so a
+// huge batch never blocks Redis for long.
+const inspectHashMax = 1000
+
+// BatchIDs lists the batches registered in the guard, sorted.
+func (g *Guard) BatchIDs(ctx context.Context) ([]string, error) {
+	ids, err := g.rdb.SMembers(ctx, g.BatchesKey()).Result()
+	if err != nil {
+		return nil, g.fail("batch ids", err)
+	}
+	sort.Strings(ids)
+	return ids, nil
+}
+
+// InspectBatches reads the stored state of batches, as it is, for
+// verification: policy, remaining stock, per-user counts, idempotency records
+// and unconfirmed reservations. Two pipelines for the chunk, plus HSCANs for
+// hashes above inspectHashMax fields.
+func (g *Guard) InspectBatches(ctx context.Context, batchIDs []string) ([]readapi.GuardSnapshot, error) {
+	type reads struct {
+		meta, pinfo *redis.MapStringStringCmd
+		stock       *redis.StringCmd
+		users, idem *redis.IntCmd
+		pending     *redis.ZSliceCmd
+	}
+	rs := make([]reads, len(batchIDs))
+	_, err := g.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, id := range batchIDs {
+			k := g.Keys(id)
+			rs[i] = reads{meta: p.HGetAll(ctx, k.Meta), stock: p.Get(ctx, k.Stock), users: p.HLen(ctx, k.Users),
+				idem: p.HLen(ctx, k.Idem), pending: p.ZRangeWithScores(ctx, k.Pending, 0, -1), pinfo: p.HGetAll(ctx, k.PInfo)}
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, g.fail("inspect batches", err)
+	}
+	small := make([][2]*redis.MapStringStringCmd, len(batchIDs))
+	_, err = g.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, id := range batchIDs {
+			k := g.Keys(id)
+			if rs[i].users.Val() <= inspectHashMax {
+				small[i][0] = p.HGetAll(ctx, k.Users)
+			}
+			if rs[i].idem.Val() <= inspectHashMax {
+				small[i][1] = p.HGetAll(ctx, k.Idem)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, g.fail("inspect batches: hashes", err)
+	}
+	out := make([]readapi.GuardSnapshot, len(batchIDs))
+	for i, id := range batchIDs {
+		k := g.Keys(id)
+		s := readapi.GuardSnapshot{BatchID: id}
+		if meta := rs[i].meta.Val(); len(meta) > 0 {
+			s.Found = true
+			s.Policy, s.Unreadable = parsePolicy(id, meta)
+		}
+		if v, err := rs[i].stock.Result(); err == nil {
+			s.Remaining = v
+		}
+		for j, key := range []string{k.Users, k.Idem} {
+			var m map[string]string
+			if small[i][j] != nil {
+				m = small[i][j].Val()
+			} else if m, err = g.hscanAll(ctx, key); err != nil {
+				return nil, err
+			}
+			if j == 0 {
+				s.PerUser = m
+			} else {
+				s.Idem = m
+			}
+		}
+		info := rs[i].pinfo.Val()
+		for _, z := range rs[i].pending.Val() {
+			coupon := str(z.Member)
+			user, key, _ := strings.Cut(info[coupon], "\x00")
+			s.Pending = append(s.Pending, commands.PendingReservation{BatchID: id, CouponID: coupon, UserID: user,
+				IdempotencyKey: key, ReservedAt: time.UnixMilli(int64(z.Score)).UTC()})
+		}
+		out[i] = s
+	}
+	return out, nil
+}
+
+// hscanAll reads a whole hash in HSCAN pages.
+func (g *Guard) hscanAll(ctx context.Context, key string) (map[string]string, error) {
+	out := map[string]string{}
+	var cursor uint64
+	for {
+		kv, next, err := g.rdb.HScan(ctx, key, cursor, "", inspectHashMax).Result()
+		if err != nil {
+			return nil, g.fail("inspect: scan "+key, err)
+		}
+		for i := 0; i+1 < len(kv); i += 2 {
+			out[kv[i]] = kv[i+1]
+		}
+		if cursor = next; cursor == 0 {
+			return out, nil
+		}
+	}
+}
+
+// parsePolicy reads a batch's meta hash; fields missing or unreadable are
+// returned by their readapi.GuardField* name with the raw value.
+func parsePolicy(batchID string, m map[string]string) (commands.GuardBatch, map[string]string) {
+	b := commands.GuardBatch{BatchID: batchID}
+	bad := map[string]string{}
+	num := func(field, name string) int64 {
+		raw, ok := m[field]
+		n, err := strconv.ParseInt(raw, 10, 64)
+		if !ok || err != nil {
+			bad[name] = raw
+		}
+		return n
+	}
+	flagOf := func(field, name string) bool {
+		switch raw := m[field]; raw {
+		case "1":
+			return true
+		case "0":
+			return false
+		default:
+			bad[name] = raw
+			return false
+		}
+	}
+	b.Version = num("version", readapi.GuardFieldVersion)
+	b.RuleVersion = int(num("rule_version", readapi.GuardFieldRuleVersion))
+	b.Paused = flagOf("paused", readapi.GuardFieldPaused)
+	b.Stopped = flagOf("stopped", readapi.GuardFieldStopped)
+	b.Public = flagOf("public", readapi.GuardFieldPublic)
+	b.PerUserLimit = int(num("limit", readapi.GuardFieldPerUserLimit))
+	b.ClaimStartsAt = time.UnixMilli(num("start_ms", readapi.GuardFieldClaimStartsAt)).UTC()
+	b.ClaimEndsAt = time.UnixMilli(num("end_ms", readapi.GuardFieldClaimEndsAt)).UTC()
+	b.TotalStock = num("total", readapi.GuardFieldTotalStock)
+	return b, bad
 }

@@ -162,3 +162,64 @@ func (c *KeyCheckpoint) Checkpoint(ctx context.Context) (uint64, error) {
 func (c *KeyCheckpoint) SaveCheckpoint(ctx context.Context, pos uint64) error {
 	return unavailable(c.rdb.Set(ctx, c.key, pos, 0).Err())
 }
+
+// ---- inspection (couponsd verify) ----
+
+var _ readapi.OpsInspector = (*Store)(nil)
+
+// inspectPage is how many deadline entries one ZRANGE reads.
+const inspectPage = 5000
+
+// BatchIDs lists the batches registered in the operations view (those with
+// claimed or granted coupons, which the deadline workers poll).
+func (s *Store) BatchIDs(ctx context.Context) ([]string, error) {
+	ids, err := s.rdb.SMembers(ctx, s.prefix+"batches").Result()
+	return ids, unavailable(err)
+}
+
+// InspectBatches reads batches' counters and deadline indexes as they are:
+// one pipeline for the counters and index sizes, one for the index pages.
+func (s *Store) InspectBatches(ctx context.Context, batchIDs []string) ([]readapi.OpsSnapshot, error) {
+	counts := make([]*redis.MapStringStringCmd, len(batchIDs))
+	sizes := make([][2]*redis.IntCmd, len(batchIDs))
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, id := range batchIDs {
+			k := s.BatchKeys(id)
+			counts[i] = p.HGetAll(ctx, k[2])
+			sizes[i] = [2]*redis.IntCmd{p.ZCard(ctx, k[3]), p.ZCard(ctx, k[4])}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	pages := make([][2][]*redis.ZSliceCmd, len(batchIDs))
+	_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, id := range batchIDs {
+			k := s.BatchKeys(id)
+			for j := range 2 {
+				for start := int64(0); start < sizes[i][j].Val(); start += inspectPage {
+					pages[i][j] = append(pages[i][j], p.ZRangeWithScores(ctx, k[3+j], start, start+inspectPage-1))
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	out := make([]readapi.OpsSnapshot, len(batchIDs))
+	for i, id := range batchIDs {
+		snap := readapi.OpsSnapshot{BatchID: id, Counts: counts[i].Val(), Holds: map[string]int64{}, Expiries: map[string]int64{}}
+		for j, dst := range []map[string]int64{snap.Holds, snap.Expiries} {
+			for _, page := range pages[i][j] {
+				for _, z := range page.Val() {
+					id, _ := z.Member.(string)
+					dst[id] = int64(z.Score)
+				}
+			}
+		}
+		out[i] = snap
+	}
+	return out, nil
+}

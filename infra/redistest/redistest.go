@@ -82,29 +82,9 @@ func Real(tb testing.TB) Backend {
 	return Backend{Name: "redis", Client: rdb, Prefix: prefix}
 }
 
-// DeletePrefix deletes every key starting with prefix (SCAN + DEL, one key
-// per command so it is cluster-safe).
+// DeletePrefix deletes every key starting with prefix (see redisx.DeletePrefix).
 func DeletePrefix(ctx context.Context, rdb redis.UniversalClient, prefix string) error {
-	var cursor uint64
-	for {
-		keys, next, err := rdb.Scan(ctx, cursor, prefix+"*", 1000).Result()
-		if err != nil {
-			return err
-		}
-		if len(keys) > 0 {
-			if _, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-				for _, k := range keys {
-					p.Del(ctx, k)
-				}
-				return nil
-			}); err != nil {
-				return err
-			}
-		}
-		if cursor = next; cursor == 0 {
-			return nil
-		}
-	}
+	return redisx.DeletePrefix(ctx, rdb, prefix)
 }
 
 // Embedded starts an in-process miniredis through redisx.Open.

@@ -319,3 +319,37 @@ func (c Config) applyCluster(o *redis.ClusterOptions) {
 		o.PoolSize = c.PoolSize
 	}
 }
+
+// DeletePrefix deletes every key starting with prefix: SCAN + DEL, one key
+// per command so it is cluster-safe; on a cluster every master is scanned.
+func DeletePrefix(ctx context.Context, rdb redis.UniversalClient, prefix string) error {
+	if cc, ok := rdb.(*redis.ClusterClient); ok {
+		return cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
+			return deletePrefix(ctx, c, prefix)
+		})
+	}
+	return deletePrefix(ctx, rdb, prefix)
+}
+
+func deletePrefix(ctx context.Context, rdb redis.Cmdable, prefix string) error {
+	var cursor uint64
+	for {
+		keys, next, err := rdb.Scan(ctx, cursor, prefix+"*", 1000).Result()
+		if err != nil {
+			return err
+		}
+		if len(keys) > 0 {
+			if _, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+				for _, k := range keys {
+					p.Del(ctx, k)
+				}
+				return nil
+			}); err != nil {
+				return err
+			}
+		}
+		if cursor = next; cursor == 0 {
+			return nil
+		}
+	}
+}

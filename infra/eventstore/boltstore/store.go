@@ -392,11 +392,22 @@ func (s *Store) commit(batch []*appendReq) {
 	accepted := s.accepted[:0]
 	pos := s.lastPos
 
+	// Rejections are answered only after the commit: a caller refused
+	// because another append of this batch took its revision must be able
+	// to read that append when it reloads.
+	type rejection struct {
+		r   *appendReq
+		err error
+	}
+	var rejected []rejection
 	abort := func(i int, what string, err error) {
 		_ = tx.Rollback()
 		err = s.commitFailed(what, err)
 		for _, r := range accepted {
 			r.reply(es.AppendResult{}, err)
+		}
+		for _, rj := range rejected {
+			rj.r.reply(es.AppendResult{}, err)
 		}
 		for _, r := range batch[i:] {
 			r.reply(es.AppendResult{}, err)
@@ -417,7 +428,7 @@ func (s *Store) commit(batch []*appendReq) {
 			}
 		}
 		if err := checkExpected(r.stream, r.expected, cur); err != nil {
-			r.reply(es.AppendResult{}, err)
+			rejected = append(rejected, rejection{r, err})
 			continue
 		}
 		start := 0
@@ -450,6 +461,9 @@ func (s *Store) commit(batch []*appendReq) {
 	s.accepted = accepted
 	if len(accepted) == 0 {
 		_ = tx.Rollback()
+		for _, rj := range rejected {
+			rj.r.reply(es.AppendResult{}, rj.err)
+		}
 		return
 	}
 	for stream, rev := range s.overlay {
@@ -467,6 +481,9 @@ func (s *Store) commit(batch []*appendReq) {
 		for _, r := range accepted {
 			r.reply(es.AppendResult{}, err)
 		}
+		for _, rj := range rejected {
+			rj.r.reply(es.AppendResult{}, err)
+		}
 		clear(accepted)
 		return
 	}
@@ -482,6 +499,9 @@ func (s *Store) commit(batch []*appendReq) {
 	}
 	for _, r := range accepted {
 		r.reply(r.res, nil) // r belongs to its caller from here on
+	}
+	for _, rj := range rejected {
+		rj.r.reply(es.AppendResult{}, rj.err)
 	}
 	clear(accepted)
 }

@@ -492,3 +492,34 @@ func TestCorruptRecordDetected(t *testing.T) {
 		t.Fatalf("decode = %+v, %v", got, err)
 	}
 }
+
+// A caller refused because another append of the same group commit took
+// its revision must see that append when it reads the stream right away.
+func TestRejectedAppendSeesTheWinnerAfterReply(t *testing.T) {
+	s, err := Open(t.TempDir(), Options{MaxBatchDelay: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	for round := range 20 {
+		stream := fmt.Sprintf("race-%d", round)
+		var wg sync.WaitGroup
+		for range 4 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_, err := s.Append(ctx, stream, es.NoStream, es.EventData{Type: "t", Data: []byte(`{}`)})
+				if errors.Is(err, domain.ErrConcurrency) {
+					recs, rerr := s.ReadStream(ctx, stream, 0)
+					if rerr != nil || len(recs) != 1 {
+						t.Errorf("refused append reads %d events (%v), want the winner's 1", len(recs), rerr)
+					}
+				} else if err != nil {
+					t.Error(err)
+				}
+			}()
+		}
+		wg.Wait()
+	}
+}

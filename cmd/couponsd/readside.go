@@ -1,0 +1,188 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/couponsd/couponsd/commands"
+	"github.com/couponsd/couponsd/infra/history/boltindex"
+	"github.com/couponsd/couponsd/infra/httpapi"
+	"github.com/couponsd/couponsd/infra/pipeline"
+	"github.com/couponsd/couponsd/infra/redisjobs"
+	"github.com/couponsd/couponsd/infra/redisops"
+	"github.com/couponsd/couponsd/infra/redisview"
+	"github.com/couponsd/couponsd/projections"
+	"github.com/couponsd/couponsd/readapi"
+)
+
+// readSide is every projector, its gate and the queries they serve.
+type readSide struct {
+	progress   *projections.Progress
+	projectors []projections.Projector
+	view       *redisview.Live
+	targets    map[string]readapi.ReplayTarget
+	history    projections.HistoryIndex
+	queries    *httpapi.Queries
+	grants     *commands.GrantWorker
+}
+
+// Bounds of /readyz: projections further behind than this are not ready.
+const (
+	readyMaxLagEvents  = 10_000
+	readyMaxLagSeconds = 30
+)
+
+func (a *app) openReadSide(ctx context.Context) (*readSide, error) {
+	rs := &readSide{}
+	var err error
+	if rs.view, err = redisview.OpenLive(ctx, a.redis.Client, a.redis.Prefix); err != nil {
+		return nil, err
+	}
+	hist, err := boltindex.Open(filepath.Join(a.cfg.DataDir, "history"), boltindex.Options{})
+	if err != nil {
+		return nil, fmt.Errorf("history index: %w", err)
+	}
+	a.closers = append(a.closers, hist.Close)
+	rs.history = hist
+
+	reg := a.repo.Registry()
+	opsProj, err := projections.NewOpsProjector(a.ops, reg)
+	if err != nil {
+		return nil, err
+	}
+	cp, err := redisops.NewCheckpoint(a.redis.Client, a.redis.Prefix+"guard-sync:checkpoint")
+	if err != nil {
+		return nil, err
+	}
+	syncProj, err := projections.NewGuardSyncProjector(a.repo, a.guard, cp)
+	if err != nil {
+		return nil, err
+	}
+	viewProj, err := projections.NewViewProjector(rs.view, a.repo, reg)
+	if err != nil {
+		return nil, err
+	}
+	histProj, err := projections.NewHistoryProjector(rs.history, reg, 0)
+	if err != nil {
+		return nil, err
+	}
+	jobs, err := redisjobs.New(a.redis.Client, a.redis.Prefix)
+	if err != nil {
+		return nil, err
+	}
+	jobsProj, err := projections.NewGrantJobsProjector(jobs)
+	if err != nil {
+		return nil, err
+	}
+	if rs.grants, err = commands.NewGrantWorker(a.handlers.Grants.Run, jobs, jobs, commands.GrantWorkerConfig{}, a.log); err != nil {
+		return nil, err
+	}
+	all := []projections.Projector{opsProj, syncProj, viewProj, histProj, jobsProj}
+	names := make([]string, len(all))
+	for i, p := range all {
+		names[i] = p.Name()
+	}
+	rs.progress = projections.NewProgress(names...)
+	rs.targets = map[string]readapi.ReplayTarget{}
+	for _, p := range all {
+		g := &projections.Gate{}
+		rs.targets[p.Name()] = readapi.ReplayTarget{Projector: p, Gate: g}
+		rs.projectors = append(rs.projectors, projections.Tracked(projections.Gated(p, g), rs.progress))
+	}
+
+	coupons, err := readapi.NewCoupons(rs.view, rs.history, rs.progress, 2*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	reports, err := readapi.NewReports(rs.history)
+	if err != nil {
+		return nil, err
+	}
+	rs.queries = &httpapi.Queries{Coupons: coupons, Reports: reports, Counts: a.guard, Ready: a.ready(rs)}
+	return rs, nil
+}
+
+// run starts every projector and the lag gauges.
+func (rs *readSide) run(a *app, goRun func(func(context.Context))) {
+	for _, p := range rs.projectors {
+		goRun(func(ctx context.Context) {
+			if err := pipeline.RunEmbedded(ctx, a.store, p, a.log); err != nil && ctx.Err() == nil {
+				a.log.Error("projector pipeline stopped", "projector", p.Name(), "err", err)
+			}
+		})
+	}
+	goRun(rs.grants.Run)
+	lagEvents := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "couponsd_projection_lag_events",
+		Help: "Events appended to the store that a projection has not applied yet."}, []string{"projection"})
+	lagSeconds := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "couponsd_projection_lag_seconds",
+		Help: "Age of the last applied event while a projection is behind (0 when caught up)."}, []string{"projection"})
+	a.registry.MustRegister(lagEvents, lagSeconds)
+	goRun(func(ctx context.Context) {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			if head, err := a.store.LastPosition(ctx); err == nil {
+				for _, n := range rs.progress.Names() {
+					ev, sec := rs.lag(n, head, a.clock.Now())
+					lagEvents.WithLabelValues(n).Set(float64(ev))
+					lagSeconds.WithLabelValues(n).Set(sec)
+				}
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	})
+}
+
+func (rs *readSide) lag(name string, head uint64, now time.Time) (events uint64, seconds float64) {
+	pos, at := rs.progress.Position(name)
+	if pos >= head {
+		return 0, 0
+	}
+	if !at.IsZero() {
+		seconds = now.Sub(at).Seconds()
+	}
+	return head - pos, seconds
+}
+
+// ready: Redis answers, the store answers, and every projection is within bounds.
+func (a *app) ready(rs *readSide) func(ctx context.Context) error {
+	return func(ctx context.Context) error {
+		if err := a.redis.Client.Ping(ctx).Err(); err != nil {
+			return fmt.Errorf("redis: %w", err)
+		}
+		head, err := a.store.LastPosition(ctx)
+		if err != nil {
+			return fmt.Errorf("event store: %w", err)
+		}
+		for _, n := range rs.progress.Names() {
+			ev, sec := rs.lag(n, head, a.clock.Now())
+			if ev > readyMaxLagEvents || sec > readyMaxLagSeconds {
+				return fmt.Errorf("projection %s is %d events (%.0fs) behind", n, ev, sec)
+			}
+		}
+		return nil
+	}
+}
+
+// verifier waits (bounded) for every projection to reach the store's head,
+// then compares every derived state with the events up to it.
+func (a *app) verifier(rs *readSide) func(ctx context.Context) (any, error) {
+	return func(ctx context.Context) (any, error) {
+		head, err := a.store.LastPosition(ctx)
+		if err != nil {
+			return nil, err
+		}
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		_ = rs.progress.WaitFor(wctx, head)
+		cancel()
+		return readapi.Verify(ctx, readapi.VerifyDeps{Repo: a.repo, Guard: a.guard, View: rs.view, Ops: a.ops, History: rs.history}, head)
+	}
+}
