@@ -736,4 +736,3 @@ func TestEmptyUsableListing(t *testing.T) {
 		}
 	}
 }
-

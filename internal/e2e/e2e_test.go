@@ -99,7 +99,9 @@ func (tg *target) deliver(t testing.TB, rec es.RecordedEvent) {
 	}
 }
 
-func notCheckpoint(k string) bool { return strings.HasSuffix(k, "checkpoint") || strings.HasSuffix(k, "generation") }
+func notCheckpoint(k string) bool {
+	return strings.HasSuffix(k, "checkpoint") || strings.HasSuffix(k, "generation")
+}
 
 func (tg *target) snapshot(t testing.TB, b redistest.Backend, w *world) (map[string]string, map[string]projections.CouponRecord) {
 	t.Helper()
