@@ -50,12 +50,12 @@ func (p *HistoryProjector) Checkpoint(ctx context.Context) (uint64, error) {
 
 // Handle projects one event into the live index.
 func (p *HistoryProjector) Handle(ctx context.Context, rec es.RecordedEvent) error {
-	return p.HandleBatch(ctx, p.index, []es.RecordedEvent{rec})
+	return p.HandleBatchTo(ctx, p.index, []es.RecordedEvent{rec})
 }
 
-// HandleBatch projects events in order into w with one bulk upsert, then
+// HandleBatchTo projects events in order into w with one bulk upsert, then
 // saves the checkpoint of the last one.
-func (p *HistoryProjector) HandleBatch(ctx context.Context, w HistoryWriter, recs []es.RecordedEvent) error {
+func (p *HistoryProjector) HandleBatchTo(ctx context.Context, w HistoryWriter, recs []es.RecordedEvent) error {
 	if len(recs) == 0 {
 		return nil
 	}
@@ -200,7 +200,7 @@ func (p *HistoryProjector) BeginRebuild(ctx context.Context) (Generation, error)
 	np := &HistoryProjector{index: p.index, reg: p.reg, cache: newRecordCache(p.cache.max)}
 	return funcGeneration{
 		cp:    func(context.Context) (uint64, error) { return 0, nil },
-		batch: func(ctx context.Context, recs []es.RecordedEvent) error { return np.HandleBatch(ctx, rb, recs) },
+		batch: func(ctx context.Context, recs []es.RecordedEvent) error { return np.HandleBatchTo(ctx, rb, recs) },
 		commit: func(ctx context.Context) error {
 			if err := rb.Commit(ctx); err != nil {
 				return err
@@ -210,4 +210,9 @@ func (p *HistoryProjector) BeginRebuild(ctx context.Context) (Generation, error)
 		},
 		abort: rb.Abort,
 	}, nil
+}
+
+// HandleBatch applies events to the live index in one bulk upsert.
+func (p *HistoryProjector) HandleBatch(ctx context.Context, recs []es.RecordedEvent) error {
+	return p.HandleBatchTo(ctx, p.index, recs)
 }

@@ -62,6 +62,8 @@ func OpsChangeOf(e domain.Event, rev uint64) (c OpsChange, ok bool) {
 // Revision is at or below the coupon's last applied one.
 type OpsStore interface {
 	Apply(ctx context.Context, c OpsChange) error
+	// ApplyAll applies changes in order (pipelined), each skipped when stale.
+	ApplyAll(ctx context.Context, cs []OpsChange) error
 	Checkpoint(ctx context.Context) (uint64, error)
 	SaveCheckpoint(ctx context.Context, pos uint64) error
 }
@@ -103,4 +105,29 @@ func (p *OpsProjector) Handle(ctx context.Context, rec es.RecordedEvent) error {
 		}
 	}
 	return p.store.SaveCheckpoint(ctx, rec.Position)
+}
+
+// HandleBatch projects events in order in one pipelined write, then saves
+// the checkpoint of the last one.
+func (p *OpsProjector) HandleBatch(ctx context.Context, recs []es.RecordedEvent) error {
+	if len(recs) == 0 {
+		return nil
+	}
+	var cs []OpsChange
+	for _, rec := range recs {
+		if len(rec.Type) <= 7 || rec.Type[:7] != "coupon." {
+			continue
+		}
+		e, err := p.reg.Unmarshal(rec.Type, rec.Data)
+		if err != nil {
+			return err
+		}
+		if c, ok := OpsChangeOf(e, rec.Revision); ok {
+			cs = append(cs, c)
+		}
+	}
+	if err := p.store.ApplyAll(ctx, cs); err != nil {
+		return err
+	}
+	return p.store.SaveCheckpoint(ctx, recs[len(recs)-1].Position)
 }

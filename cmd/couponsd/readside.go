@@ -91,6 +91,12 @@ func (a *app) openReadSide(ctx context.Context) (*readSide, error) {
 	for _, p := range all {
 		g := &projections.Gate{}
 		rs.targets[p.Name()] = readapi.ReplayTarget{Projector: p, Gate: g}
+		if bp, ok := p.(projections.BatchProjector); ok {
+			// Embedded pipeline: redelivery restarts from the projector's own
+			// checkpoint, so events may be applied in bulk after their ack.
+			rs.projectors = append(rs.projectors, projections.NewBatching(bp, g, rs.progress, projections.BatchConfig{}))
+			continue
+		}
 		rs.projectors = append(rs.projectors, projections.Tracked(projections.Gated(p, g), rs.progress))
 	}
 

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/couponsd/couponsd/domain"
+	"github.com/couponsd/couponsd/infra/redisx"
 	"github.com/couponsd/couponsd/projections"
 	"github.com/couponsd/couponsd/readapi"
 	"github.com/redis/go-redis/v9"
@@ -88,6 +89,29 @@ func unavailable(err error) error {
 	return fmt.Errorf("%w: redis: %w", domain.ErrUnavailable, err)
 }
 
+// ApplyAll applies changes in order in one pipeline.
+func (s *Store) ApplyAll(ctx context.Context, cs []projections.OpsChange) error {
+	if len(cs) == 0 {
+		return nil
+	}
+	err := redisx.Pipelined(ctx, s.rdb, []*redis.Script{s.apply}, func(p redis.Pipeliner) error {
+		for _, c := range cs {
+			if c.Claimed != 0 {
+				p.SAdd(ctx, s.prefix+"batches", c.BatchID)
+			}
+			s.run(ctx, p, c)
+		}
+		return nil
+	})
+	return unavailable(err)
+}
+
+func (s *Store) run(ctx context.Context, c redis.Scripter, ch projections.OpsChange) *redis.Cmd {
+	return s.apply.Run(ctx, c, s.BatchKeys(ch.BatchID), ch.CouponID, ch.Revision,
+		ch.Claimed, ch.Redeemed, ch.Expired, ch.Returned, ms(ch.HoldUntil), b01(ch.ClearHold),
+		b01(ch.SetExpiry), ms(ch.ValidUntil), b01(ch.ClearExpiry))
+}
+
 // Apply applies one change unless the coupon already has it.
 func (s *Store) Apply(ctx context.Context, c projections.OpsChange) error {
 	if c.Claimed != 0 {
@@ -95,10 +119,7 @@ func (s *Store) Apply(ctx context.Context, c projections.OpsChange) error {
 			return unavailable(err)
 		}
 	}
-	err := s.apply.Run(ctx, s.rdb, s.BatchKeys(c.BatchID), c.CouponID, c.Revision,
-		c.Claimed, c.Redeemed, c.Expired, c.Returned, ms(c.HoldUntil), b01(c.ClearHold),
-		b01(c.SetExpiry), ms(c.ValidUntil), b01(c.ClearExpiry)).Err()
-	return unavailable(err)
+	return unavailable(s.run(ctx, s.rdb, c).Err())
 }
 
 // BatchCounts reads a batch's counters.

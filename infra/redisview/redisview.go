@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/couponsd/couponsd/domain"
+	"github.com/couponsd/couponsd/infra/redisx"
 	"github.com/couponsd/couponsd/projections"
 	"github.com/couponsd/couponsd/readapi"
 	"github.com/redis/go-redis/v9"
@@ -97,7 +98,7 @@ func (s *Store) ApplyView(ctx context.Context, ops []projections.ViewOp) error {
 	if len(ops) == 1 {
 		return unavailable(s.runOp(ctx, s.rdb, ops[0]))
 	}
-	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+	err := redisx.Pipelined(ctx, s.rdb, []*redis.Script{s.apply}, func(p redis.Pipeliner) error {
 		for _, op := range ops {
 			if err := s.runOp(ctx, p, op); err != nil {
 				return err

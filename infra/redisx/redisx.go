@@ -353,3 +353,31 @@ func deletePrefix(ctx context.Context, rdb redis.Cmdable, prefix string) error {
 		}
 	}
 }
+
+// Pipelined runs fn in a pipeline that calls scripts by SHA. A pipeline
+// cannot fall back from EVALSHA to EVAL per command, so when Redis answers
+// NOSCRIPT (first use, or after a restart flushed its script cache) the
+// scripts are loaded and the pipeline is run once more. Scripts must be
+// idempotent for this (ours skip what they already applied).
+func Pipelined(ctx context.Context, rdb redis.UniversalClient, scripts []*redis.Script, fn func(redis.Pipeliner) error) error {
+	_, err := rdb.Pipelined(ctx, fn)
+	if err == nil || !strings.Contains(err.Error(), "NOSCRIPT") {
+		return err
+	}
+	for _, s := range scripts {
+		if err := loadScript(ctx, rdb, s); err != nil {
+			return err
+		}
+	}
+	_, err = rdb.Pipelined(ctx, fn)
+	return err
+}
+
+func loadScript(ctx context.Context, rdb redis.UniversalClient, s *redis.Script) error {
+	if cc, ok := rdb.(*redis.ClusterClient); ok {
+		return cc.ForEachShard(ctx, func(ctx context.Context, c *redis.Client) error {
+			return s.Load(ctx, c).Err()
+		})
+	}
+	return s.Load(ctx, rdb).Err()
+}

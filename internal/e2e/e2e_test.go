@@ -171,7 +171,7 @@ func recordsEqual(a, b projections.CouponRecord) bool {
 // after newer events of the same coupon: the views equal a clean replay.
 func TestDuplicatedInterleavedDeliveryEqualsCleanReplay(t *testing.T) {
 	redistest.ForEach(t, func(t *testing.T, b redistest.Backend) {
-		w := newWorld(t, 250)
+		w := newWorld(t, 150)
 		clean := newTarget(t, b, w, "clean")
 		for _, rec := range w.events {
 			clean.deliver(t, rec)

@@ -130,7 +130,7 @@ func (h *Handler) apply(ix *index, op *writeOp) (map[string]any, int) {
 	next := base + 1
 	switch op.versionType {
 	case "external":
-		if hasBase && op.version < base {
+		if hasBase && op.version <= base {
 			return conflict()
 		}
 		next = op.version

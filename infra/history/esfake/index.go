@@ -208,14 +208,13 @@ func parseMapping(raw json.RawMessage) (dynamic string, fields map[string]field,
 		return "", nil, errf(400, "mapper_parsing_exception", "Failed to parse mapping: %s", e.reason)
 	}
 	if d, has := m["dynamic"]; has {
-		v, err := decodeValue(d)
+		v, _ := decodeValue(d)
 		switch v := v.(type) {
 		case string:
 			dynamic = v
 		case bool:
 			dynamic = strconv.FormatBool(v)
 		default:
-			_ = err
 			return "", nil, errf(400, "mapper_parsing_exception", "Failed to parse mapping: dynamic must be a string or boolean")
 		}
 		if !slices.Contains([]string{"true", "false", "strict"}, dynamic) {
