@@ -4,12 +4,15 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"time"
 
+	"github.com/elastic/go-elasticsearch/v8"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/couponsd/couponsd/commands"
 	"github.com/couponsd/couponsd/infra/history/boltindex"
+	"github.com/couponsd/couponsd/infra/history/esindex"
 	"github.com/couponsd/couponsd/infra/httpapi"
 	"github.com/couponsd/couponsd/infra/pipeline"
 	"github.com/couponsd/couponsd/infra/redisjobs"
@@ -42,12 +45,9 @@ func (a *app) openReadSide(ctx context.Context) (*readSide, error) {
 	if rs.view, err = redisview.OpenLive(ctx, a.redis.Client, a.redis.Prefix); err != nil {
 		return nil, err
 	}
-	hist, err := boltindex.Open(filepath.Join(a.cfg.DataDir, "history"), boltindex.Options{})
-	if err != nil {
+	if rs.history, err = a.openHistory(ctx); err != nil {
 		return nil, fmt.Errorf("history index: %w", err)
 	}
-	a.closers = append(a.closers, hist.Close)
-	rs.history = hist
 
 	reg := a.repo.Registry()
 	opsProj, err := projections.NewOpsProjector(a.ops, reg)
@@ -191,4 +191,26 @@ func (a *app) verifier(rs *readSide) func(ctx context.Context) (any, error) {
 		cancel()
 		return readapi.Verify(ctx, readapi.VerifyDeps{Repo: a.repo, Guard: a.guard, View: rs.view, Ops: a.ops, History: rs.history}, head)
 	}
+}
+
+// openHistory opens the history index: Elasticsearch when
+// COUPONS_ELASTICSEARCH_URL is set (comma-separated node URLs), else the
+// embedded bbolt index in the data dir.
+func (a *app) openHistory(ctx context.Context) (projections.HistoryIndex, error) {
+	if a.cfg.ElasticsearchURL == "" {
+		hist, err := boltindex.Open(filepath.Join(a.cfg.DataDir, "history"), boltindex.Options{})
+		if err != nil {
+			return nil, err
+		}
+		a.closers = append(a.closers, hist.Close)
+		return hist, nil
+	}
+	client, err := elasticsearch.NewClient(elasticsearch.Config{Addresses: strings.Split(a.cfg.ElasticsearchURL, ",")})
+	if err != nil {
+		return nil, err
+	}
+	// Each bulk refreshes the shard: the live projector writes one bulk per
+	// batch (at most every 20 ms), and reads see every flushed batch, which
+	// read-your-writes (min_position) relies on.
+	return esindex.New(ctx, client, esindex.Options{Prefix: "couponsd-", Refresh: esindex.RefreshTrue})
 }

@@ -100,8 +100,8 @@ func (a *app) Close() {
 }
 
 func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
-	if cfg.KafkaBrokers != "" || cfg.ElasticsearchURL != "" {
-		log.Warn("COUPONS_KAFKA_BROKERS and COUPONS_ELASTICSEARCH_URL are not used by this version yet")
+	if cfg.KafkaBrokers != "" {
+		log.Warn("COUPONS_KAFKA_BROKERS is not used by this version yet: projections run on the embedded pipeline")
 	}
 	a, err := open(ctx, cfg, log)
 	if err != nil {
