@@ -19,7 +19,7 @@ type BatchProjector interface {
 // after its first event.
 type BatchConfig struct {
 	MaxEvents int           // default 500
-	MaxDelay  time.Duration // default 20ms
+	MaxDelay  time.Duration // default 5ms
 }
 
 // Batching buffers events for p and applies them in bulk. Handle returns
@@ -45,7 +45,7 @@ func NewBatching(p BatchProjector, gate *Gate, progress *Progress, cfg BatchConf
 		cfg.MaxEvents = 500
 	}
 	if cfg.MaxDelay <= 0 {
-		cfg.MaxDelay = 20 * time.Millisecond
+		cfg.MaxDelay = 5 * time.Millisecond
 	}
 	if gate == nil {
 		gate = &Gate{}

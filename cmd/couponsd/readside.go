@@ -210,7 +210,7 @@ func (a *app) openHistory(ctx context.Context) (projections.HistoryIndex, error)
 		return nil, err
 	}
 	// Each bulk refreshes the shard: the live projector writes one bulk per
-	// batch (at most every 20 ms), and reads see every flushed batch, which
+	// batch (at most every 5 ms), and reads see every flushed batch, which
 	// read-your-writes (min_position) relies on.
 	return esindex.New(ctx, client, esindex.Options{Prefix: "couponsd-", Refresh: esindex.RefreshTrue})
 }
