@@ -101,8 +101,9 @@ func (c Config) Validate() error {
 	if c.JWTSecret != "" && len(c.JWTSecret) < 32 {
 		errs = append(errs, errors.New("COUPONS_JWT_SECRET must be at least 32 bytes"))
 	}
-	if c.EventStoreURL != "" {
-		errs = append(errs, errors.New("COUPONS_EVENTSTORE_URL: the EventStoreDB adapter is not built yet; leave it unset for the embedded store"))
+	if c.EventStoreURL != "" && !strings.HasPrefix(c.EventStoreURL, "esdb://") && !strings.HasPrefix(c.EventStoreURL, "esdb+discover://") &&
+		!strings.HasPrefix(c.EventStoreURL, "kurrentdb://") && !strings.HasPrefix(c.EventStoreURL, "kurrentdb+discover://") {
+		errs = append(errs, errors.New("COUPONS_EVENTSTORE_URL must be an esdb:// or kurrentdb:// URL"))
 	}
 	return errors.Join(errs...)
 }

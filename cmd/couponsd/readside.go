@@ -28,6 +28,8 @@ type readSide struct {
 	projectors []projections.Projector
 	view       *redisview.Live
 	targets    map[string]readapi.ReplayTarget
+	live       []projections.Projector // gated and tracked, one event at a time (Kafka mode)
+	jobs       *redisjobs.Store
 	history    projections.HistoryIndex
 	queries    *httpapi.Queries
 	grants     *commands.GrantWorker
@@ -74,6 +76,7 @@ func (a *app) openReadSide(ctx context.Context) (*readSide, error) {
 	if err != nil {
 		return nil, err
 	}
+	rs.jobs = jobs
 	jobsProj, err := projections.NewGrantJobsProjector(jobs)
 	if err != nil {
 		return nil, err
@@ -91,6 +94,7 @@ func (a *app) openReadSide(ctx context.Context) (*readSide, error) {
 	for _, p := range all {
 		g := &projections.Gate{}
 		rs.targets[p.Name()] = readapi.ReplayTarget{Projector: p, Gate: g}
+		rs.live = append(rs.live, projections.Tracked(projections.Gated(p, g), rs.progress))
 		if bp, ok := p.(projections.BatchProjector); ok {
 			// Embedded pipeline: redelivery restarts from the projector's own
 			// checkpoint, so events may be applied in bulk after their ack.
@@ -112,14 +116,21 @@ func (a *app) openReadSide(ctx context.Context) (*readSide, error) {
 	return rs, nil
 }
 
-// run starts every projector and the lag gauges.
-func (rs *readSide) run(a *app, goRun func(func(context.Context))) {
-	for _, p := range rs.projectors {
-		goRun(func(ctx context.Context) {
-			if err := pipeline.RunEmbedded(ctx, a.store, p, a.log); err != nil && ctx.Err() == nil {
-				a.log.Error("projector pipeline stopped", "projector", p.Name(), "err", err)
-			}
-		})
+// run starts every projector (embedded pipeline, or Kafka when
+// COUPONS_KAFKA_BROKERS is set) and the lag gauges.
+func (rs *readSide) run(a *app, goRun func(func(context.Context))) error {
+	if a.cfg.KafkaBrokers != "" {
+		if err := rs.runKafka(a, goRun, rs.jobs); err != nil {
+			return err
+		}
+	} else {
+		for _, p := range rs.projectors {
+			goRun(func(ctx context.Context) {
+				if err := pipeline.RunEmbedded(ctx, a.store, p, a.log); err != nil && ctx.Err() == nil {
+					a.log.Error("projector pipeline stopped", "projector", p.Name(), "err", err)
+				}
+			})
+		}
 	}
 	goRun(rs.grants.Run)
 	lagEvents := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "couponsd_projection_lag_events",
@@ -145,6 +156,7 @@ func (rs *readSide) run(a *app, goRun func(func(context.Context))) {
 			}
 		}
 	})
+	return nil
 }
 
 func (rs *readSide) lag(name string, head uint64, now time.Time) (events uint64, seconds float64) {

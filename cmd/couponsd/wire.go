@@ -8,12 +8,14 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 
 	"github.com/couponsd/couponsd/commands"
 	"github.com/couponsd/couponsd/domain"
 	"github.com/couponsd/couponsd/domain/es"
 	"github.com/couponsd/couponsd/infra/eventstore/boltstore"
+	"github.com/couponsd/couponsd/infra/eventstore/esdbstore"
 	"github.com/couponsd/couponsd/infra/httpapi"
 	"github.com/couponsd/couponsd/infra/redisguard"
 	"github.com/couponsd/couponsd/infra/redisidem"
@@ -55,14 +57,10 @@ func open(ctx context.Context, cfg Config, log *slog.Logger) (a *app, err error)
 	if err = os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return a, err
 	}
-	bs, err := boltstore.Open(filepath.Join(cfg.DataDir, "events"), boltstore.Options{
-		Now: a.clock.Now, Logger: log, OnCommit: a.metrics.ObserveAppendBatch,
-	})
-	if err != nil {
+	if a.store, err = a.openStore(ctx); err != nil {
 		return a, fmt.Errorf("event store: %w", err)
 	}
-	a.store = bs
-	a.closers = append(a.closers, bs.Close)
+	a.closers = append(a.closers, a.store.Close)
 
 	if a.redis, err = redisx.Open(ctx, redisx.Config{URL: cfg.RedisURL, Prefix: cfg.RedisPrefix}, log); err != nil {
 		return a, fmt.Errorf("redis: %w", err)
@@ -100,9 +98,6 @@ func (a *app) Close() {
 }
 
 func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
-	if cfg.KafkaBrokers != "" {
-		log.Warn("COUPONS_KAFKA_BROKERS is not used by this version yet: projections run on the embedded pipeline")
-	}
 	a, err := open(ctx, cfg, log)
 	if err != nil {
 		return err
@@ -158,7 +153,9 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 		wg.Add(1)
 		go func() { defer wg.Done(); f(runCtx) }()
 	}
-	rs.run(a, goRun)
+	if err := rs.run(a, goRun); err != nil {
+		return err
+	}
 	workers, err := commands.NewWorkers(a.handlers, a.ops, a.clock, commands.WorkerConfig{
 		Interval: cfg.WorkerInterval, ReservationTimeout: cfg.ReservationTimeout, ReconcileInterval: cfg.ReconcileInterval,
 	}, log)
@@ -188,3 +185,17 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 }
 
 func newReplayID() string { return uuid.Must(uuid.NewV7()).String() }
+
+// openStore opens the event store: EventStoreDB when COUPONS_EVENTSTORE_URL
+// is set, else the embedded bbolt store in the data dir.
+func (a *app) openStore(ctx context.Context) (es.Store, error) {
+	if a.cfg.EventStoreURL != "" {
+		// KurrentDB (EventStoreDB's new name) speaks the same protocol; the
+		// v4 client knows the esdb schemes only.
+		url := strings.Replace(a.cfg.EventStoreURL, "kurrentdb", "esdb", 1)
+		return esdbstore.Open(ctx, url, esdbstore.Options{Logger: a.log})
+	}
+	return boltstore.Open(filepath.Join(a.cfg.DataDir, "events"), boltstore.Options{
+		Now: a.clock.Now, Logger: a.log, OnCommit: a.metrics.ObserveAppendBatch,
+	})
+}
