@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -25,6 +26,8 @@ type Config struct {
 	ReconcileInterval  time.Duration // COUPONS_RECONCILE_INTERVAL
 	ShutdownTimeout    time.Duration // COUPONS_SHUTDOWN_TIMEOUT
 	LogLevel           slog.Level    // COUPONS_LOG_LEVEL
+	ClaimsPerMinute    int           // COUPONS_CLAIMS_PER_MINUTE: per shopper (0 disables)
+	MaxInflightClaims  int           // COUPONS_MAX_INFLIGHT_CLAIMS: load shedding per instance
 }
 
 // DefaultConfig holds the defaults.
@@ -34,6 +37,7 @@ func DefaultConfig() Config {
 		HoldTimeout: 30 * time.Minute, ReservationTimeout: 30 * time.Second,
 		WorkerInterval: time.Second, ReconcileInterval: 10 * time.Second,
 		ShutdownTimeout: 10 * time.Second, LogLevel: slog.LevelInfo,
+		ClaimsPerMinute: 10, MaxInflightClaims: 4096,
 	}
 }
 
@@ -69,6 +73,18 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	dur("COUPONS_WORKER_INTERVAL", &c.WorkerInterval)
 	dur("COUPONS_RECONCILE_INTERVAL", &c.ReconcileInterval)
 	dur("COUPONS_SHUTDOWN_TIMEOUT", &c.ShutdownTimeout)
+	num := func(name string, dst *int) {
+		if v := strings.TrimSpace(getenv(name)); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 0 {
+				errs = append(errs, fmt.Errorf("%s: want a non-negative integer, got %q", name, v))
+				return
+			}
+			*dst = n
+		}
+	}
+	num("COUPONS_CLAIMS_PER_MINUTE", &c.ClaimsPerMinute)
+	num("COUPONS_MAX_INFLIGHT_CLAIMS", &c.MaxInflightClaims)
 	if v := strings.TrimSpace(getenv("COUPONS_LOG_LEVEL")); v != "" {
 		if err := c.LogLevel.UnmarshalText([]byte(v)); err != nil {
 			errs = append(errs, fmt.Errorf("COUPONS_LOG_LEVEL: %w", err))
@@ -97,6 +113,9 @@ func (c Config) Validate() error {
 		if d <= 0 {
 			errs = append(errs, fmt.Errorf("%s must be positive", name))
 		}
+	}
+	if c.MaxInflightClaims < 1 {
+		errs = append(errs, errors.New("COUPONS_MAX_INFLIGHT_CLAIMS must be at least 1"))
 	}
 	if c.JWTSecret != "" && len(c.JWTSecret) < 32 {
 		errs = append(errs, errors.New("COUPONS_JWT_SECRET must be at least 32 bytes"))

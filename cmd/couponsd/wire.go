@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/couponsd/couponsd/commands"
 	"github.com/couponsd/couponsd/domain"
@@ -19,6 +20,7 @@ import (
 	"github.com/couponsd/couponsd/infra/httpapi"
 	"github.com/couponsd/couponsd/infra/redisguard"
 	"github.com/couponsd/couponsd/infra/redisidem"
+	"github.com/couponsd/couponsd/infra/redislimit"
 	"github.com/couponsd/couponsd/infra/redisops"
 	"github.com/couponsd/couponsd/infra/redisx"
 	"github.com/couponsd/couponsd/readapi"
@@ -137,10 +139,16 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return err
 	}
 	admin := &httpapi.Admin{Replays: replays, Verify: a.verifier(rs)}
-	srv, err := httpapi.New(httpapi.Config{JWTSecret: secret}, httpapi.Deps{
+	var limiter httpapi.ClaimLimiter
+	if cfg.ClaimsPerMinute > 0 {
+		if limiter, err = redislimit.New(a.redis.Client, a.redis.Prefix, cfg.ClaimsPerMinute, time.Minute, a.clock.Now); err != nil {
+			return err
+		}
+	}
+	srv, err := httpapi.New(httpapi.Config{JWTSecret: secret, MaxInflightClaims: cfg.MaxInflightClaims}, httpapi.Deps{
 		Commands: a.handlers, Batches: batches, Repo: a.repo, Idempotency: idem,
 		Metrics: a.metrics, Registry: a.registry, Logger: log, Clock: a.clock,
-		Queries: rs.queries, WakeGrants: rs.grants.Wake, Admin: admin,
+		Queries: rs.queries, WakeGrants: rs.grants.Wake, Admin: admin, ClaimLimiter: limiter,
 	})
 	if err != nil {
 		return err

@@ -35,6 +35,9 @@ type Config struct {
 	// IdempotencyWait is how long a duplicate request waits for the first
 	// one to finish before it is answered 409 (default 2s).
 	IdempotencyWait time.Duration
+	// MaxInflightClaims sheds load: past this many claims in progress in
+	// this process, a claim is answered 429 at once (default 4096).
+	MaxInflightClaims int
 }
 
 // WithDefaults returns c with zero fields set to their defaults.
@@ -47,6 +50,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.IdempotencyTTL == 0 {
 		c.IdempotencyTTL = DefaultIdempotencyTTL
+	}
+	if c.MaxInflightClaims == 0 {
+		c.MaxInflightClaims = 4096
 	}
 	if c.IdempotencyWait == 0 {
 		c.IdempotencyWait = DefaultIdempotencyWait

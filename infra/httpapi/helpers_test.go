@@ -75,6 +75,7 @@ type envConfig struct {
 	cfg      Config
 	idem     IdempotencyStore // default: redisidem on the embedded Redis
 	register func(*Server)    // extra routes, registered before serving
+	limiter  ClaimLimiter
 }
 
 type envOption func(*envConfig)
@@ -82,6 +83,7 @@ type envOption func(*envConfig)
 func withConfig(f func(*Config)) envOption  { return func(c *envConfig) { f(&c.cfg) } }
 func withIdem(s IdempotencyStore) envOption { return func(c *envConfig) { c.idem = s } }
 func withRoutes(f func(*Server)) envOption  { return func(c *envConfig) { c.register = f } }
+func withLimiter(l ClaimLimiter) envOption  { return func(c *envConfig) { c.limiter = l } }
 
 func newEnv(t *testing.T, opts ...envOption) *env {
 	t.Helper()
@@ -127,7 +129,7 @@ func newEnv(t *testing.T, opts ...envOption) *env {
 	logBuf := &syncBuffer{}
 	srv, err := New(ec.cfg, Deps{
 		Commands: handlers, Batches: batches, Repo: repo, Idempotency: idem,
-		Metrics: NewMetrics(reg), Registry: reg, Clock: clock,
+		Metrics: NewMetrics(reg), Registry: reg, Clock: clock, ClaimLimiter: ec.limiter,
 		Logger: slog.New(slog.NewTextHandler(logBuf, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})
 	if err != nil {

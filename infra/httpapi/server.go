@@ -53,6 +53,14 @@ type Deps struct {
 	WakeGrants func()
 	// Admin serves the operator endpoints (replay, verify). Optional.
 	Admin *Admin
+	// ClaimLimiter limits claims per shopper (429 past it). Optional.
+	ClaimLimiter ClaimLimiter
+}
+
+// ClaimLimiter counts a shopper's claims; past the limit it returns an error
+// matching domain.ErrRateLimited and when to retry.
+type ClaimLimiter interface {
+	Allow(ctx context.Context, subject string) (retryAfter time.Duration, err error)
 }
 
 // Middlewares are the building blocks of routes, for packages adding routes
@@ -86,6 +94,8 @@ type Server struct {
 	q          *Queries
 	wakeGrants func()
 	admin      *Admin
+	limiter    ClaimLimiter
+	inflight   chan struct{}
 }
 
 // New builds the server and registers its routes. It fails fast on an
@@ -113,7 +123,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	limit, _ := ParseByteSize(cfg.BodyLimit) // checked by Validate
 	s := &Server{
 		cfg: cfg, bodyLimit: limit, cmd: deps.Commands, batches: deps.Batches, repo: deps.Repo,
-		idem: deps.Idempotency, metrics: deps.Metrics, gatherer: gatherer, log: deps.Logger, newID: deps.NewID, clock: deps.Clock, q: deps.Queries, wakeGrants: deps.WakeGrants, admin: deps.Admin,
+		idem: deps.Idempotency, metrics: deps.Metrics, gatherer: gatherer, log: deps.Logger, newID: deps.NewID, clock: deps.Clock, q: deps.Queries, wakeGrants: deps.WakeGrants, admin: deps.Admin, limiter: deps.ClaimLimiter,
 	}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -135,6 +145,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	e.HTTPErrorHandler = s.handleError
 	e.Use(s.observe, s.recoverPanics, middleware.RequestID(), s.timeout, s.limitBody)
 	s.e = e
+	s.inflight = make(chan struct{}, s.cfg.MaxInflightClaims)
 	s.routes()
 	s.queryRoutes()
 	s.grantRoutes()
