@@ -183,10 +183,11 @@ type ClaimableBatch struct {
 	ClaimedCount int64        `json:"claimed_count"`
 }
 
-// Claimable lists public batches claimable at now, each with whether the
-// caller holds coupons of it.
-func (q *Coupons) Claimable(ctx context.Context, counts ClaimCounts, userID string, now time.Time) ([]ClaimableBatch, error) {
-	bs, err := q.view.Batches(ctx)
+// Claimable lists public batches claimable now, each with whether the
+// caller holds coupons of it. fresh skips the catalog cache (read-your-writes).
+func (q *Checkout) Claimable(ctx context.Context, userID string, fresh bool) ([]ClaimableBatch, error) {
+	counts, now := q.counts, q.clock.Now()
+	bs, err := q.catalog.batches(ctx, fresh)
 	if err != nil {
 		return nil, err
 	}

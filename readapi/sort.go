@@ -12,3 +12,7 @@ func sortClaimable(bs []ClaimableBatch) {
 		return bs[i].ID < bs[j].ID
 	})
 }
+
+func sortBy[T any](s []T, less func(a, b T) bool) {
+	sort.SliceStable(s, func(i, j int) bool { return less(s[i], s[j]) })
+}

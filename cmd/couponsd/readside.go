@@ -112,7 +112,15 @@ func (a *app) openReadSide(ctx context.Context) (*readSide, error) {
 	if err != nil {
 		return nil, err
 	}
-	rs.queries = &httpapi.Queries{Coupons: coupons, Reports: reports, Counts: a.guard, Ready: a.ready(rs)}
+	catalog, err := readapi.NewCatalog(rs.view, a.clock, 0)
+	if err != nil {
+		return nil, err
+	}
+	checkout, err := readapi.NewCheckout(rs.view, catalog, a.guard, a.clock)
+	if err != nil {
+		return nil, err
+	}
+	rs.queries = &httpapi.Queries{Coupons: coupons, Reports: reports, Counts: a.guard, Checkout: checkout, Ready: a.ready(rs)}
 	return rs, nil
 }
 

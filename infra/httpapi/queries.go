@@ -19,6 +19,8 @@ type Queries struct {
 	Coupons *readapi.Coupons
 	Reports *readapi.Reports
 	Counts  readapi.ClaimCounts
+	// Checkout prices carts and lists product and claimable batches.
+	Checkout *readapi.Checkout
 	// Ready reports whether back ends are reachable and projections caught
 	// up within bounds (GET /readyz); nil means always ready.
 	Ready func(ctx context.Context) error
@@ -138,7 +140,10 @@ func (s *Server) claimable(c echo.Context) error {
 	if err := q.Coupons.WaitFor(c.Request().Context(), uint64(minPos), "view"); err != nil {
 		return err
 	}
-	bs, err := q.Coupons.Claimable(c.Request().Context(), q.Counts, caller(c), s.clock.Now())
+	if q.Checkout == nil {
+		return domain.Errorf(domain.ErrUnavailable, "the read side is not configured")
+	}
+	bs, err := q.Checkout.Claimable(c.Request().Context(), caller(c), minPos > 0)
 	if err != nil {
 		return err
 	}

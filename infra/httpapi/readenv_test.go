@@ -163,11 +163,19 @@ func newReadEnv(t *testing.T, opts ...readOption) *readEnv {
 		t.Fatal(err)
 	}
 
+	catalog, err := readapi.NewCatalog(view, clock, time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkout, err := readapi.NewCheckout(view, catalog, guard, clock)
+	if err != nil {
+		t.Fatal(err)
+	}
 	promReg := prometheus.NewRegistry()
 	srv, err := New(Config{JWTSecret: testSecret}, Deps{
 		Commands: handlers, Batches: batches, Repo: repo, Idempotency: idem,
 		Metrics: NewMetrics(promReg), Registry: promReg, Clock: clock, Logger: log,
-		Queries: &Queries{Coupons: coupons, Reports: reports, Counts: guard, Ready: func(context.Context) error {
+		Queries: &Queries{Coupons: coupons, Reports: reports, Counts: guard, Checkout: checkout, Ready: func(context.Context) error {
 			if p := re.readyErr.Load(); p != nil {
 				return *p
 			}

@@ -149,6 +149,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	s.routes()
 	s.queryRoutes()
 	s.grantRoutes()
+	s.checkoutRoutes()
 	s.adminRoutes()
 	return s, nil
 }

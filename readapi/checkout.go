@@ -1,0 +1,218 @@
+package readapi
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/couponsd/couponsd/domain"
+	"github.com/couponsd/couponsd/domain/pricing"
+	"github.com/couponsd/couponsd/projections"
+)
+
+// UserCoupons reads every coupon of a user's usable view.
+type UserCoupons interface {
+	All(ctx context.Context, userID string) ([]projections.ViewCoupon, error)
+}
+
+// Catalog caches the batch catalog of the view for the busiest reads
+// (product pages, claimable lists): it is read from Redis at most once per
+// TTL, so a batch change shows within the TTL.
+type Catalog struct {
+	view  UsableView
+	ttl   time.Duration
+	clock domain.Clock
+	mu    sync.Mutex
+	at    time.Time
+	bs    []projections.BatchEntry
+}
+
+// NewCatalog fails fast on nil dependencies; ttl defaults to 500ms.
+func NewCatalog(view UsableView, clock domain.Clock, ttl time.Duration) (*Catalog, error) {
+	if view == nil || clock == nil {
+		return nil, errors.New("readapi: NewCatalog needs a view and a clock")
+	}
+	if ttl <= 0 {
+		ttl = 500 * time.Millisecond
+	}
+	return &Catalog{view: view, ttl: ttl, clock: clock}, nil
+}
+
+// Batches returns the catalog, at most TTL old.
+func (c *Catalog) Batches(ctx context.Context) ([]projections.BatchEntry, error) {
+	return c.batches(ctx, false)
+}
+
+// Fresh reads the catalog from the view now (for read-your-writes).
+func (c *Catalog) Fresh(ctx context.Context) ([]projections.BatchEntry, error) {
+	return c.batches(ctx, true)
+}
+
+func (c *Catalog) batches(ctx context.Context, fresh bool) ([]projections.BatchEntry, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := c.clock.Now()
+	if !fresh && c.bs != nil && now.Sub(c.at) < c.ttl {
+		return c.bs, nil
+	}
+	bs, err := c.view.Batches(ctx)
+	if err != nil {
+		return nil, err
+	}
+	c.bs, c.at = bs, now
+	return bs, nil
+}
+
+// Checkout answers the shopper queries that price things: the checkout
+// quote, the what-if pricing and the product page.
+type Checkout struct {
+	coupons UserCoupons
+	catalog *Catalog
+	counts  ClaimCounts
+	clock   domain.Clock
+}
+
+// NewCheckout fails fast on nil dependencies.
+func NewCheckout(coupons UserCoupons, catalog *Catalog, counts ClaimCounts, clock domain.Clock) (*Checkout, error) {
+	if coupons == nil || catalog == nil || counts == nil || clock == nil {
+		return nil, errors.New("readapi: NewCheckout needs the user view, the catalog, claim counts and a clock")
+	}
+	return &Checkout{coupons: coupons, catalog: catalog, counts: counts, clock: clock}, nil
+}
+
+// PricingCoupon converts a view coupon for the pricing engine.
+func PricingCoupon(c projections.ViewCoupon) pricing.Coupon {
+	t := c.Terms
+	return pricing.Coupon{CouponID: c.CouponID, Kind: t.Kind, Issuer: t.Issuer, Threshold: t.Threshold,
+		AmountOff: t.AmountOff, PercentOff: t.PercentOff, MaxDiscount: t.MaxDiscount, Scope: t.Scope,
+		Exclusive: t.Exclusive, ValidFrom: ms(t.ValidFrom), ValidUntil: ms(t.ValidUntil)}
+}
+
+// Quote prices the cart with the best combination of the user's usable
+// coupons (locked ones are held by an order and left out).
+func (q *Checkout) Quote(ctx context.Context, userID string, cart pricing.Cart) (pricing.Quote, error) {
+	if err := domain.ValidateID("user_id", userID); err != nil {
+		return pricing.Quote{}, err
+	}
+	all, err := q.coupons.All(ctx, userID)
+	if err != nil {
+		return pricing.Quote{}, err
+	}
+	cs := make([]pricing.Coupon, 0, len(all))
+	for _, c := range all {
+		if !c.Locked {
+			cs = append(cs, PricingCoupon(c))
+		}
+	}
+	if len(cs) > pricing.MaxCoupons {
+		// Keep the ones expiring soonest: they are the ones a shopper should use.
+		sortBy(cs, func(a, b pricing.Coupon) bool { return a.ValidUntil.Before(b.ValidUntil) })
+		cs = cs[:pricing.MaxCoupons]
+	}
+	return quote(cart, cs, q.clock.Now())
+}
+
+// WhatIf prices a cart with inline coupon definitions at a given time.
+func (q *Checkout) WhatIf(cart pricing.Cart, coupons []pricing.Coupon, at time.Time) (pricing.Quote, error) {
+	if at.IsZero() {
+		at = q.clock.Now()
+	}
+	return quote(cart, coupons, at)
+}
+
+func quote(cart pricing.Cart, cs []pricing.Coupon, at time.Time) (pricing.Quote, error) {
+	qt, err := pricing.Best(cart, cs, at)
+	if errors.Is(err, pricing.ErrTooComplex) {
+		return qt, domain.Errorf(domain.ErrInvalidArgument, "%v: too many interacting coupons to prove the best combination; remove some", err)
+	}
+	return qt, err
+}
+
+// ProductBatch is a batch shown on a product page.
+type ProductBatch struct {
+	ClaimableBatch
+	Claimable bool `json:"claimable"`
+}
+
+// ProductCoupons lists the batches that apply to a product: claimable now,
+// or already held by the user.
+func (q *Checkout) ProductCoupons(ctx context.Context, userID, productID, merchantID, categoryID string) ([]ProductBatch, error) {
+	if err := domain.ValidateID("product_id", productID); err != nil {
+		return nil, err
+	}
+	for _, f := range [][2]string{{"merchant_id", merchantID}, {"category_id", categoryID}} {
+		if f[1] != "" {
+			if err := domain.ValidateID(f[0], f[1]); err != nil {
+				return nil, err
+			}
+		}
+	}
+	bs, err := q.catalog.Batches(ctx)
+	if err != nil {
+		return nil, err
+	}
+	now := q.clock.Now()
+	var matched []ProductBatch
+	var ids []string
+	for _, b := range bs {
+		if !appliesTo(b.Rules, productID, merchantID, categoryID) {
+			continue
+		}
+		claimable := !b.Stopped && !b.Paused && b.Rules.Audience == domain.AudiencePublic &&
+			!now.Before(b.Rules.ClaimStartsAt) && now.Before(b.Rules.ClaimEndsAt)
+		matched = append(matched, ProductBatch{ClaimableBatch: ClaimableBatch{ID: b.BatchID, Rules: b.Rules, TotalStock: b.TotalStock}, Claimable: claimable})
+		ids = append(ids, b.BatchID)
+	}
+	out := []ProductBatch{}
+	if len(ids) == 0 {
+		return out, nil
+	}
+	counts, err := q.counts.UserCounts(ctx, ids, userID)
+	if err != nil {
+		return nil, err
+	}
+	for _, m := range matched {
+		m.ClaimedCount = counts[m.ID]
+		m.ClaimedByMe = m.ClaimedCount > 0
+		if m.Claimable || m.ClaimedByMe {
+			out = append(out, m)
+		}
+	}
+	sortBy(out, func(a, b ProductBatch) bool {
+		if a.Claimable != b.Claimable {
+			return a.Claimable
+		}
+		return a.ID < b.ID
+	})
+	return out, nil
+}
+
+// appliesTo tells whether a batch's coupons can apply to the product (by
+// spec/pricing.md: scope, and a merchant-issued coupon only on its
+// merchant's lines). Shipping coupons apply to any product's order.
+func appliesTo(r domain.Rules, productID, merchantID, categoryID string) bool {
+	if r.Issuer != domain.IssuerPlatform && r.Issuer != merchantID {
+		return false
+	}
+	var want string
+	switch r.Scope.Kind {
+	case domain.ScopeAll:
+		return true
+	case domain.ScopeMerchant:
+		want = merchantID
+	case domain.ScopeCategory:
+		want = categoryID
+	case domain.ScopeProduct:
+		want = productID
+	}
+	if want == "" {
+		return false
+	}
+	for _, id := range r.Scope.IDs {
+		if id == want {
+			return true
+		}
+	}
+	return false
+}
