@@ -23,7 +23,7 @@ import (
 const (
 	DefaultPrefix       = "couponsd:"
 	DefaultDialTimeout  = 2 * time.Second
-	DefaultReadTimeout  = time.Second
+	DefaultReadTimeout  = 3 * time.Second
 	DefaultWriteTimeout = time.Second
 	DefaultPingTimeout  = 3 * time.Second
 )
@@ -302,7 +302,15 @@ func (c Config) apply(o *redis.Options) {
 	if c.PoolSize > 0 && o.PoolSize == 0 {
 		o.PoolSize = c.PoolSize
 	}
+	o.MaxRetries = noRetries
 }
+
+// noRetries turns go-redis's automatic retries off. It retries a command
+// whose reply timed out, i.e. one that may have run: for our Lua scripts
+// (take a unit of stock, count a claim) a second run is a second effect. A
+// failed command surfaces instead; the reconciler settles a reservation
+// whose reply was lost.
+const noRetries = -1
 
 // applyCluster is apply for cluster options.
 func (c Config) applyCluster(o *redis.ClusterOptions) {
@@ -318,6 +326,7 @@ func (c Config) applyCluster(o *redis.ClusterOptions) {
 	if c.PoolSize > 0 && o.PoolSize == 0 {
 		o.PoolSize = c.PoolSize
 	}
+	o.MaxRetries = noRetries
 }
 
 // DeletePrefix deletes every key starting with prefix: SCAN + DEL, one key
