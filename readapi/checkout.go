@@ -105,12 +105,54 @@ func (q *Checkout) Quote(ctx context.Context, userID string, cart pricing.Cart) 
 			cs = append(cs, PricingCoupon(c))
 		}
 	}
-	if len(cs) > pricing.MaxCoupons {
-		// Keep the ones expiring soonest: they are the ones a shopper should use.
-		sortBy(cs, func(a, b pricing.Coupon) bool { return a.ValidUntil.Before(b.ValidUntil) })
-		cs = cs[:pricing.MaxCoupons]
+	now := q.clock.Now()
+	if len(cs) <= pricing.MaxCoupons {
+		return quote(cart, cs, now)
 	}
-	return quote(cart, cs, q.clock.Now())
+	return quoteMany(cart, cs, now)
+}
+
+// quoteMany prices a cart with more coupons than Best takes in one call.
+// A coupon that gives nothing alone never gives anything in a combination
+// (spec/pricing.md, "not_applicable"), so those are set aside first, each
+// judged alone by the engine (expired coupons the expiry has not caught up
+// with yet, other merchants' coupons, ...): the answer stays exact as long as
+// at most MaxCoupons coupons apply to this cart. Past that, the ones expiring
+// soonest are kept (they are the ones a shopper should use first).
+func quoteMany(cart pricing.Cart, cs []pricing.Coupon, at time.Time) (pricing.Quote, error) {
+	var (
+		apply []pricing.Coupon
+		na    []pricing.NotApplicable
+		one   [1]pricing.Coupon
+	)
+	for _, c := range cs {
+		one[0] = c
+		qt, err := pricing.Best(cart, one[:], at)
+		if err != nil {
+			return qt, err
+		}
+		if len(qt.NotApplicable) > 0 {
+			na = append(na, qt.NotApplicable...)
+		} else {
+			apply = append(apply, c)
+		}
+	}
+	if len(apply) > pricing.MaxCoupons {
+		sortBy(apply, func(a, b pricing.Coupon) bool {
+			if !a.ValidUntil.Equal(b.ValidUntil) {
+				return a.ValidUntil.Before(b.ValidUntil)
+			}
+			return a.CouponID < b.CouponID
+		})
+		apply = apply[:pricing.MaxCoupons]
+	}
+	qt, err := quote(cart, apply, at)
+	if err != nil {
+		return qt, err
+	}
+	// The engine only saw coupons that apply alone: its own list is empty.
+	qt.NotApplicable = append(na, qt.NotApplicable...)
+	return qt, nil
 }
 
 // WhatIf prices a cart with inline coupon definitions at a given time.
@@ -159,9 +201,7 @@ func (q *Checkout) ProductCoupons(ctx context.Context, userID, productID, mercha
 		if !appliesTo(b.Rules, productID, merchantID, categoryID) {
 			continue
 		}
-		claimable := !b.Stopped && !b.Paused && b.Rules.Audience == domain.AudiencePublic &&
-			!now.Before(b.Rules.ClaimStartsAt) && now.Before(b.Rules.ClaimEndsAt)
-		matched = append(matched, ProductBatch{ClaimableBatch: ClaimableBatch{ID: b.BatchID, Rules: b.Rules, TotalStock: b.TotalStock}, Claimable: claimable})
+		matched = append(matched, ProductBatch{ClaimableBatch: ClaimableBatch{ID: b.BatchID, Rules: b.Rules, TotalStock: b.TotalStock}, Claimable: claimableAt(b, now)})
 		ids = append(ids, b.BatchID)
 	}
 	out := []ProductBatch{}
@@ -188,9 +228,24 @@ func (q *Checkout) ProductCoupons(ctx context.Context, userID, productID, mercha
 	return out, nil
 }
 
+// claimableAt tells whether a shopper may claim a coupon of the batch at now,
+// as domain.Batch.CheckClaimable decides (stock and per-user limits aside):
+// public, running (not paused or stopped, within the claim window), and not
+// handing out coupons born expired (a fixed validity window already over).
+func claimableAt(b projections.BatchEntry, now time.Time) bool {
+	r := &b.Rules
+	return !b.Stopped && !b.Paused && r.Audience == domain.AudiencePublic &&
+		!now.Before(r.ClaimStartsAt) && now.Before(r.ClaimEndsAt) &&
+		(r.ValidUntil.IsZero() || now.Before(r.ValidUntil))
+}
+
 // appliesTo tells whether a batch's coupons can apply to the product (by
 // spec/pricing.md: scope, and a merchant-issued coupon only on its
-// merchant's lines). Shipping coupons apply to any product's order.
+// merchant's lines). A platform shipping coupon (scope all) applies to any
+// product's order. A merchant's shipping coupon is shown on that merchant's
+// products only, like the rest of its batches: it is the merchant's
+// promotion (the engine itself, per spec/pricing.md, takes it off the
+// shipping fee of any cart).
 func appliesTo(r domain.Rules, productID, merchantID, categoryID string) bool {
 	if r.Issuer != domain.IssuerPlatform && r.Issuer != merchantID {
 		return false

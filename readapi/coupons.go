@@ -194,8 +194,7 @@ func (q *Checkout) Claimable(ctx context.Context, userID string, fresh bool) ([]
 	var ids []string
 	out := []ClaimableBatch{}
 	for _, b := range bs {
-		if b.Stopped || b.Paused || b.Rules.Audience != domain.AudiencePublic ||
-			now.Before(b.Rules.ClaimStartsAt) || !now.Before(b.Rules.ClaimEndsAt) {
+		if !claimableAt(b, now) {
 			continue
 		}
 		out = append(out, ClaimableBatch{ID: b.BatchID, Rules: b.Rules, TotalStock: b.TotalStock})
