@@ -25,7 +25,13 @@ type ClaimCouponHandler struct {
 	batches *BatchCache
 	// settleTimeout bounds the clean-up after a failed append.
 	settleTimeout time.Duration
+	// keeper, when set, is kicked when the guard turns out empty.
+	keeper *GuardKeeper
 }
+
+// SetKeeper makes the handler start a guard recovery when it finds the
+// guard empty (Redis lost its data).
+func (h *ClaimCouponHandler) SetKeeper(k *GuardKeeper) { h.keeper = k }
 
 // NewClaimCouponHandler fails fast on missing dependencies.
 func NewClaimCouponHandler(d Deps, batches *BatchCache) (*ClaimCouponHandler, error) {
@@ -73,7 +79,12 @@ func (h *ClaimCouponHandler) Handle(ctx context.Context, cmd ClaimCoupon) (Resul
 	return h.appendClaim(ctx, cmd.CouponID, cmd, batch, now)
 }
 
-func (h *ClaimCouponHandler) syncAndReserve(ctx context.Context, cmd ClaimCoupon, now time.Time) (Reservation, error) {
+func (h *ClaimCouponHandler) syncAndReserve(ctx context.Context, cmd ClaimCoupon, now time.Time) (res Reservation, err error) {
+	defer func() {
+		if errors.Is(err, ErrGuardEmpty) && h.keeper != nil {
+			h.keeper.Kick()
+		}
+	}()
 	b, err := h.d.Repo.LoadBatch(ctx, cmd.BatchID)
 	if err != nil {
 		return Reservation{}, err

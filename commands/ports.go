@@ -6,7 +6,15 @@ package commands
 import (
 	"context"
 	"time"
+
+	"github.com/couponsd/couponsd/domain"
 )
+
+// ErrGuardEmpty: the stock guard holds no state (Redis lost its data, or
+// was never initialized); it must be rebuilt from the event store before it
+// admits claims. It matches domain.ErrUnavailable.
+var ErrGuardEmpty error = &domain.Error{Kind: domain.ErrUnavailable,
+	Message: "the stock guard is being rebuilt from the event store (Redis lost its data); retry shortly"}
 
 // GuardBatch is what the stock guard needs to know of a batch to admit or
 // refuse a claim atomically. Version is the batch stream's revision: a sync

@@ -42,12 +42,17 @@ func (c WorkerConfig) WithDefaults() WorkerConfig {
 
 // Workers release timed-out holds, expire coupons and reconcile reservations.
 type Workers struct {
-	h     *Handlers
-	due   DueIndex
-	clock domain.Clock
-	cfg   WorkerConfig
-	log   *slog.Logger
+	h      *Handlers
+	due    DueIndex
+	clock  domain.Clock
+	cfg    WorkerConfig
+	log    *slog.Logger
+	keeper *GuardKeeper
 }
+
+// SetKeeper makes the reconciler pass also check that the guard still holds
+// its state (and start a recovery when Redis lost it).
+func (w *Workers) SetKeeper(k *GuardKeeper) { w.keeper = k }
 
 // NewWorkers fails fast on nil dependencies.
 func NewWorkers(h *Handlers, due DueIndex, clock domain.Clock, cfg WorkerConfig, log *slog.Logger) (*Workers, error) {
@@ -122,6 +127,11 @@ func (w *Workers) ExpireDue(ctx context.Context) (int, error) {
 
 // Reconcile runs one pass of the reservation reconciler.
 func (w *Workers) Reconcile(ctx context.Context) (int, error) {
+	if w.keeper != nil {
+		if err := w.keeper.Check(ctx); err != nil {
+			return 0, err
+		}
+	}
 	rep, err := w.h.Reconcile.Handle(ctx, ReconcileReservations{OlderThan: w.cfg.ReservationTimeout, Limit: w.cfg.BatchLimit})
 	if rep.Confirmed+rep.Voided+rep.Failed > 0 {
 		w.log.Info("reservations reconciled", "confirmed", rep.Confirmed, "voided", rep.Voided, "failed", rep.Failed)

@@ -25,6 +25,7 @@ type Config struct {
 	WorkerInterval     time.Duration // COUPONS_WORKER_INTERVAL
 	ReconcileInterval  time.Duration // COUPONS_RECONCILE_INTERVAL
 	ShutdownTimeout    time.Duration // COUPONS_SHUTDOWN_TIMEOUT
+	GuardSettle        time.Duration // COUPONS_GUARD_SETTLE: wait before rebuilding a guard that lost its data
 	LogLevel           slog.Level    // COUPONS_LOG_LEVEL
 	ClaimsPerMinute    int           // COUPONS_CLAIMS_PER_MINUTE: per shopper (0 disables)
 	MaxInflightClaims  int           // COUPONS_MAX_INFLIGHT_CLAIMS: load shedding per instance
@@ -36,7 +37,7 @@ func DefaultConfig() Config {
 		Addr: ":8080", DataDir: "./data", RedisPrefix: "couponsd:",
 		HoldTimeout: 30 * time.Minute, ReservationTimeout: 30 * time.Second,
 		WorkerInterval: time.Second, ReconcileInterval: 10 * time.Second,
-		ShutdownTimeout: 10 * time.Second, LogLevel: slog.LevelInfo,
+		ShutdownTimeout: 10 * time.Second, LogLevel: slog.LevelInfo, GuardSettle: 15 * time.Second,
 		ClaimsPerMinute: 10, MaxInflightClaims: 4096,
 	}
 }
@@ -73,6 +74,7 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	dur("COUPONS_WORKER_INTERVAL", &c.WorkerInterval)
 	dur("COUPONS_RECONCILE_INTERVAL", &c.ReconcileInterval)
 	dur("COUPONS_SHUTDOWN_TIMEOUT", &c.ShutdownTimeout)
+	dur("COUPONS_GUARD_SETTLE", &c.GuardSettle)
 	num := func(name string, dst *int) {
 		if v := strings.TrimSpace(getenv(name)); v != "" {
 			n, err := strconv.Atoi(v)

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
 	"time"
 
 	"github.com/couponsd/couponsd/infra/pipeline/kafkapipe"
@@ -41,8 +40,7 @@ func (rs *readSide) runKafka(a *app, goRun func(func(context.Context)), jobs *re
 	if err != nil {
 		return err
 	}
-	host, _ := os.Hostname()
-	owner := fmt.Sprintf("%s-%d-%d", host, os.Getpid(), time.Now().UnixNano())
+	owner := instanceID()
 	goRun(func(ctx context.Context) { runUnderLease(ctx, a, jobs, owner, fw.Run) })
 	for _, p := range rs.live {
 		goRun(func(ctx context.Context) {

@@ -72,10 +72,7 @@ func (a *app) openReadSide(ctx context.Context) (*readSide, error) {
 	if err != nil {
 		return nil, err
 	}
-	jobs, err := redisjobs.New(a.redis.Client, a.redis.Prefix)
-	if err != nil {
-		return nil, err
-	}
+	jobs := a.jobs
 	rs.jobs = jobs
 	jobsProj, err := projections.NewGrantJobsProjector(jobs)
 	if err != nil {

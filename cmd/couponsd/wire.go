@@ -20,6 +20,7 @@ import (
 	"github.com/couponsd/couponsd/infra/httpapi"
 	"github.com/couponsd/couponsd/infra/redisguard"
 	"github.com/couponsd/couponsd/infra/redisidem"
+	"github.com/couponsd/couponsd/infra/redisjobs"
 	"github.com/couponsd/couponsd/infra/redislimit"
 	"github.com/couponsd/couponsd/infra/redisops"
 	"github.com/couponsd/couponsd/infra/redisx"
@@ -39,6 +40,8 @@ type app struct {
 	store    es.Store
 	redis    *redisx.Conn
 	guard    *redisguard.Guard
+	jobs     *redisjobs.Store
+	keeper   *commands.GuardKeeper
 	ops      *redisops.Store
 	repo     *commands.Repository
 	handlers *commands.Handlers
@@ -68,11 +71,14 @@ func open(ctx context.Context, cfg Config, log *slog.Logger) (a *app, err error)
 		return a, fmt.Errorf("redis: %w", err)
 	}
 	a.closers = append(a.closers, a.redis.Close)
-	if a.guard, err = redisguard.New(a.redis.Client, a.redis.Prefix); err != nil {
+	if a.guard, err = redisguard.New(a.redis.Client, a.redis.Prefix, redisguard.RequireInitialized()); err != nil {
 		return a, err
 	}
 	if err = a.guard.Load(ctx); err != nil {
 		return a, fmt.Errorf("load guard scripts: %w", err)
+	}
+	if a.jobs, err = redisjobs.New(a.redis.Client, a.redis.Prefix); err != nil {
+		return a, err
 	}
 	if a.ops, err = redisops.New(a.redis.Client, a.redis.Prefix); err != nil {
 		return a, err
@@ -87,6 +93,12 @@ func open(ctx context.Context, cfg Config, log *slog.Logger) (a *app, err error)
 	if a.rebuild, err = commands.NewRebuildGuardHandler(deps); err != nil {
 		return a, err
 	}
+	// Claims in flight when Redis lost its data finish within the request
+	// timeout (10s); the guard is rebuilt once they have.
+	if a.keeper, err = commands.NewGuardKeeper(a.guard, a.rebuild, a.jobs, instanceID(), cfg.GuardSettle, log); err != nil {
+		return a, err
+	}
+	a.handlers.Claim.SetKeeper(a.keeper)
 	return a, nil
 }
 
@@ -170,6 +182,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	workers.SetKeeper(a.keeper)
 	goRun(workers.Run)
 
 	httpSrv := srv.HTTPServer(cfg.Addr)
@@ -206,4 +219,10 @@ func (a *app) openStore(ctx context.Context) (es.Store, error) {
 	return boltstore.Open(filepath.Join(a.cfg.DataDir, "events"), boltstore.Options{
 		Now: a.clock.Now, Logger: a.log, OnCommit: a.metrics.ObserveAppendBatch,
 	})
+}
+
+// instanceID names this process (leases, logs).
+func instanceID() string {
+	host, _ := os.Hostname()
+	return fmt.Sprintf("%s-%d-%d", host, os.Getpid(), time.Now().UnixNano())
 }

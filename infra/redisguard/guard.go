@@ -35,10 +35,21 @@ const rebuildChunk = 1000
 type Guard struct {
 	rdb    redis.UniversalClient
 	prefix string
+	strict bool
 }
 
+// Option tunes a Guard.
+type Option func(*Guard)
+
+// RequireInitialized makes SyncBatch refuse (commands.ErrGuardEmpty) to
+// create a batch the guard does not hold while the guard is not initialized:
+// after a Redis data loss a batch must come back with its consumed stock,
+// through a rebuild from the event store, never as fresh full stock. The
+// service always runs with it; tests of the scripts alone may not.
+func RequireInitialized() Option { return func(g *Guard) { g.strict = true } }
+
 // New returns a guard storing its keys under prefix ("" means DefaultPrefix).
-func New(client redis.UniversalClient, prefix string) (*Guard, error) {
+func New(client redis.UniversalClient, prefix string, opts ...Option) (*Guard, error) {
 	if client == nil {
 		return nil, errors.New("redisguard: nil redis client")
 	}
@@ -48,7 +59,11 @@ func New(client redis.UniversalClient, prefix string) (*Guard, error) {
 	if strings.ContainsAny(prefix, "{}") {
 		return nil, fmt.Errorf("redisguard: prefix %q must not contain '{' or '}'", prefix)
 	}
-	return &Guard{rdb: client, prefix: prefix}, nil
+	g := &Guard{rdb: client, prefix: prefix}
+	for _, o := range opts {
+		o(g)
+	}
+	return g, nil
 }
 
 // BatchKeys are the Redis keys of one batch. They share the hash tag
@@ -113,11 +128,26 @@ func (g *Guard) SyncBatch(ctx context.Context, b commands.GuardBatch) error {
 	if b.BatchID == "" {
 		return domain.Invalid("batch_id", "is required")
 	}
-	if _, err := g.run(ctx, syncScript, b.BatchID,
+	// A batch the guard does not hold may only be created while the guard
+	// is initialized: after a Redis data loss, a batch's state must come
+	// back with its consumed stock (a rebuild from the event store), never
+	// as fresh full stock.
+	initialized := true
+	if g.strict {
+		var err error
+		if initialized, err = g.Initialized(ctx); err != nil {
+			return err
+		}
+	}
+	v, err := g.run(ctx, syncScript, b.BatchID,
 		b.Version, b.RuleVersion, flag(b.Paused), flag(b.Stopped), flag(b.Public),
-		b.PerUserLimit, b.ClaimStartsAt.UnixMilli(), b.ClaimEndsAt.UnixMilli(), b.TotalStock,
-	); err != nil {
+		b.PerUserLimit, b.ClaimStartsAt.UnixMilli(), b.ClaimEndsAt.UnixMilli(), b.TotalStock, flag(initialized),
+	)
+	if err != nil {
 		return err
+	}
+	if n, ok := v.(int64); ok && n < 0 {
+		return commands.ErrGuardEmpty
 	}
 	if err := g.rdb.SAdd(ctx, g.BatchesKey(), b.BatchID).Err(); err != nil {
 		return g.fail("sync: register batch", err)

@@ -17,6 +17,9 @@ local cur = redis.call('HGET', KEYS[1], 'version')
 if cur and tonumber(cur) >= tonumber(ARGV[1]) then
   return 0
 end
+if not cur and ARGV[10] ~= '1' then
+  return -1
+end
 local old = redis.call('HGET', KEYS[1], 'total')
 redis.call('HSET', KEYS[1],
   'version', ARGV[1], 'rule_version', ARGV[2], 'paused', ARGV[3],
