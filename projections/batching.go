@@ -119,3 +119,15 @@ func (b *Batching) flushLocked(ctx context.Context) error {
 	b.buf = b.buf[:0]
 	return nil
 }
+
+// Discard drops the buffered events without applying them (before the
+// projection is reset and replayed from its first event).
+func (b *Batching) Discard() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.timer != nil {
+		b.timer.Stop()
+		b.timer = nil
+	}
+	b.buf, b.lastErr = b.buf[:0], nil
+}

@@ -112,3 +112,11 @@ func (t tracked) Handle(ctx context.Context, rec es.RecordedEvent) error {
 	t.prog.Observe(t.Name(), rec.Position, rec.RecordedAt)
 	return nil
 }
+
+// Reset forgets a projector's position (its projection was wiped and is
+// being rebuilt from the first event).
+func (p *Progress) Reset(name string) {
+	p.mu.Lock()
+	p.pos[name], p.at[name] = 0, time.Time{}
+	p.mu.Unlock()
+}

@@ -14,7 +14,6 @@ import (
 	"github.com/couponsd/couponsd/infra/history/boltindex"
 	"github.com/couponsd/couponsd/infra/history/esindex"
 	"github.com/couponsd/couponsd/infra/httpapi"
-	"github.com/couponsd/couponsd/infra/pipeline"
 	"github.com/couponsd/couponsd/infra/redisjobs"
 	"github.com/couponsd/couponsd/infra/redisops"
 	"github.com/couponsd/couponsd/infra/redisview"
@@ -129,12 +128,14 @@ func (rs *readSide) run(a *app, goRun func(func(context.Context))) error {
 			return err
 		}
 	} else {
+		ww, err := newWipeWatch(context.Background(), a)
+		if err != nil {
+			return err
+		}
+		goRun(ww.run)
+		resets := rs.redisResets(a)
 		for _, p := range rs.projectors {
-			goRun(func(ctx context.Context) {
-				if err := pipeline.RunEmbedded(ctx, a.store, p, a.log); err != nil && ctx.Err() == nil {
-					a.log.Error("projector pipeline stopped", "projector", p.Name(), "err", err)
-				}
-			})
+			goRun(func(ctx context.Context) { ww.supervise(ctx, p, p.Name(), resets[p.Name()], rs.progress) })
 		}
 	}
 	goRun(rs.grants.Run)

@@ -132,3 +132,15 @@ func (l *Live) InspectUsers(ctx context.Context, userIDs []string) (map[string][
 func (l *Live) InspectCatalog(ctx context.Context) ([]readapi.CatalogEntry, error) {
 	return l.Current().InspectCatalog(ctx)
 }
+
+// Reset drops every generation of the view and starts again at generation
+// 0 (after Redis lost its data: the view is replayed from the first event).
+func (l *Live) Reset(ctx context.Context) error {
+	if err := redisx.DeletePrefix(ctx, l.rdb, l.base); err != nil {
+		return unavailable(err)
+	}
+	l.mu.Lock()
+	l.gen, l.cur = 0, l.store(0)
+	l.mu.Unlock()
+	return nil
+}
