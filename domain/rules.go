@@ -45,6 +45,12 @@ const (
 	MaxIDLen              = 128
 )
 
+// maxRuleTime bounds every time of the rules. Events store times as RFC 3339
+// strings, which hold years 0 to 9999 only (json.Marshal fails beyond), and
+// a coupon's validity may end up to MaxValidDays after the claim window:
+// this bound keeps every event derived from valid rules storable.
+var maxRuleTime = time.Date(9000, 1, 1, 0, 0, 0, 0, time.UTC)
+
 // Scope says which lines a goods coupon applies to.
 type Scope struct {
 	Kind string   `json:"kind"`
@@ -155,6 +161,14 @@ func (r Rules) Validate() error {
 	}
 	if r.ClaimStartsAt.IsZero() {
 		return Invalid("claim_starts_at", "is required")
+	}
+	for _, f := range []struct {
+		name string
+		t    time.Time
+	}{{"claim_starts_at", r.ClaimStartsAt}, {"claim_ends_at", r.ClaimEndsAt}, {"valid_from", r.ValidFrom}, {"valid_until", r.ValidUntil}} {
+		if !f.t.IsZero() && (f.t.Before(time.Time{}) || f.t.After(maxRuleTime)) {
+			return Invalid(f.name, "must be between 0001-01-01 and %s", maxRuleTime.Format(time.RFC3339))
+		}
 	}
 	if r.ClaimEndsAt.IsZero() || !r.ClaimEndsAt.After(r.ClaimStartsAt) {
 		return Invalid("claim_ends_at", "is required and must be after claim_starts_at")

@@ -83,6 +83,7 @@ func (s *Server) authMiddleware() (echo.MiddlewareFunc, error) {
 	secret := s.cfg.JWTSecret
 	parser := jwt.NewParser(
 		jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}),
+		jwt.WithStrictDecoding(), // one spelling per token: base64 padding bits must be zero
 		jwt.WithExpirationRequired(),
 		jwt.WithTimeFunc(s.clock.Now),
 	)

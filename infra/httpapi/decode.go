@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/labstack/echo/v4"
 
@@ -36,7 +38,9 @@ func readBody(c echo.Context) ([]byte, error) {
 
 // DecodeJSON strictly decodes the request body, a single JSON object, into
 // dst: unknown fields, trailing data, null and wrong types are refused with
-// ErrInvalidArgument naming the field. An empty body is refused when
+// ErrInvalidArgument naming the field; so are bodies that are not valid
+// UTF-8 and objects naming a field twice (names compared without regard to
+// case, as encoding/json matches them: mind this for map destinations). An empty body is refused when
 // required, and leaves dst untouched otherwise.
 func DecodeJSON(c echo.Context, dst any, required bool) error {
 	b, err := readBody(c)
@@ -54,6 +58,11 @@ func decodeStrict(b []byte, dst any, required bool) error {
 		}
 		return nil
 	}
+	// encoding/json silently turns invalid UTF-8 into U+FFFD, which would
+	// let ids the domain refuses as invalid UTF-8 through, altered.
+	if !utf8.Valid(trimmed) {
+		return domain.Invalid("body", "is not valid UTF-8")
+	}
 	if trimmed[0] != '{' {
 		if bytes.Equal(trimmed, []byte("null")) {
 			return domain.Invalid("body", "must be a JSON object, not null")
@@ -70,7 +79,71 @@ func decodeStrict(b []byte, dst any, required bool) error {
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return domain.Invalid("body", "unexpected data after the JSON object")
 	}
-	return nil
+	return noDuplicateNames(trimmed)
+}
+
+// noDuplicateNames refuses an object holding the same name twice, at any
+// depth. encoding/json keeps the last one and matches names without regard
+// to case, so {"audience":"public","Audience":"targeted"} would be read as
+// targeted while a proxy, log or audit tool reading the first one sees
+// public. b has been decoded already: it is valid JSON, nested at most
+// encoding/json's depth limit.
+func noDuplicateNames(b []byte) error {
+	type frame struct {
+		object, wantName bool
+		names            map[string]struct{}
+	}
+	var stack []*frame
+	valueEnded := func() {
+		if n := len(stack); n > 0 && stack[n-1].object {
+			stack[n-1].wantName = true
+		}
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil // io.EOF (anything else was reported by the first decoding)
+		}
+		switch tok {
+		case json.Delim('}'), json.Delim(']'):
+			stack = stack[:len(stack)-1]
+			valueEnded()
+			continue
+		}
+		if n := len(stack); n > 0 && stack[n-1].wantName {
+			top := stack[n-1]
+			name, _ := tok.(string)
+			key := foldName(name)
+			if _, dup := top.names[key]; dup {
+				return domain.Invalid("body", "duplicate field %q", name)
+			}
+			top.names[key] = struct{}{}
+			top.wantName = false
+			continue
+		}
+		switch tok {
+		case json.Delim('{'):
+			stack = append(stack, &frame{object: true, wantName: true, names: map[string]struct{}{}})
+		case json.Delim('['):
+			stack = append(stack, &frame{})
+		default:
+			valueEnded()
+		}
+	}
+}
+
+// foldName maps names equal under Unicode case folding (how encoding/json
+// matches them to fields) onto one key: each rune becomes the smallest of
+// its folding orbit.
+func foldName(s string) string {
+	return strings.Map(func(r rune) rune {
+		least := r
+		for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
+			least = min(least, f)
+		}
+		return least
+	}, s)
 }
 
 // jsonError explains a decoding error, naming the field when there is one.
