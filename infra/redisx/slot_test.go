@@ -15,10 +15,16 @@ import (
 	"context"
 	"crypto/sha1"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"go/ast"
+	"go/parser"
+	"go/token"
+	"io/fs"
 	"math/rand/v2"
 	"net"
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"sort"
@@ -31,10 +37,12 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/couponsd/couponsd/commands"
+	"github.com/couponsd/couponsd/domain"
 	"github.com/couponsd/couponsd/infra/httpapi/idempotency"
 	"github.com/couponsd/couponsd/infra/redisguard"
 	"github.com/couponsd/couponsd/infra/redisidem"
 	"github.com/couponsd/couponsd/infra/redisjobs"
+	"github.com/couponsd/couponsd/infra/redislimit"
 	"github.com/couponsd/couponsd/infra/redisops"
 	"github.com/couponsd/couponsd/infra/redisview"
 	"github.com/couponsd/couponsd/infra/redisx"
@@ -158,8 +166,9 @@ func TestKeyFamiliesShareOneSlot(t *testing.T) {
 
 // scriptCount is how many distinct Lua scripts the service has: guard 4
 // (sync, reserve, confirm, release), view 2 (apply, batch), ops 1 (apply),
-// grant jobs 2 (renew, release lease), idempotency 2 (complete, abandon).
-const scriptCount = 11
+// grant jobs 2 (renew, release lease), idempotency 2 (complete, abandon),
+// claim rate limit 1 (hit).
+const scriptCount = 12
 
 // slotChecker is a go-redis hook checking every script call and MULTI block
 // for keys of more than one slot, and recording the script sources that go
@@ -345,12 +354,12 @@ func scriptKeyRule(src string, minKeys int) (highest int, problems []string) {
 
 func TestScriptKeyRuleCatchesStrayKeys(t *testing.T) {
 	for src, bad := range map[string]bool{
-		"return redis.call('GET', KEYS[1])":                              false,
-		"redis.call('HSET', KEYS[2], ARGV[1], 1) return 1":               false,
-		"return redis.call('GET', 'couponsd:batches')":                   true,
-		"return redis.call('GET', ARGV[1])":                              true,
-		"local k = KEYS[1] .. ':x' return redis.call('GET', k)":          true,
-		"redis.pcall('DEL', KEYS[1]) return redis.call('GET', KEYS[3])":  true, // KEYS[3] of 2
+		"return redis.call('GET', KEYS[1])":                             false,
+		"redis.call('HSET', KEYS[2], ARGV[1], 1) return 1":              false,
+		"return redis.call('GET', 'couponsd:batches')":                  true,
+		"return redis.call('GET', ARGV[1])":                             true,
+		"local k = KEYS[1] .. ':x' return redis.call('GET', k)":         true,
+		"redis.pcall('DEL', KEYS[1]) return redis.call('GET', KEYS[3])": true, // KEYS[3] of 2
 		"return redis.call('SET', KEYS[1], redis.call('GET', KEYS[2]))": false,
 	} {
 		_, problems := scriptKeyRule(src, 2)
@@ -407,6 +416,14 @@ func TestEveryScriptAndTransactionStaysInOneSlot(t *testing.T) {
 		if len(sc.sources) != scriptCount {
 			t.Errorf("saw %d distinct scripts, want %d: a script was added or removed; drive it in driveAdapters and update scriptCount", len(sc.sources), scriptCount)
 		}
+		// Every Lua source in the module's code was seen on the wire.
+		inCode := luaSourcesInCode(t)
+		t.Logf("%d Lua scripts in the code", len(inCode))
+		for id, where := range inCode {
+			if _, ok := sc.sources[id]; !ok {
+				t.Errorf("the Lua script at %s never ran: drive its adapter in driveAdapters", where)
+			}
+		}
 		if sc.multis == 0 {
 			t.Error("no MULTI block was checked")
 		}
@@ -459,6 +476,56 @@ func TestEveryScriptAndTransactionStaysInOneSlot(t *testing.T) {
 	})
 }
 
+// luaSourcesInCode finds the Lua scripts of the module's (non-test) Go
+// code: raw string literals calling redis.call, by sha1, with where they are.
+func luaSourcesInCode(t *testing.T) map[string]string {
+	t.Helper()
+	root, err := filepath.Abs(filepath.Join("..", ".."))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	fset := token.NewFileSet()
+	err = filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			if name := d.Name(); path != root && (strings.HasPrefix(name, ".") || name == "vendor" || name == "testdata") {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
+			return nil
+		}
+		f, err := parser.ParseFile(fset, path, nil, parser.SkipObjectResolution)
+		if err != nil {
+			return err
+		}
+		ast.Inspect(f, func(n ast.Node) bool {
+			lit, ok := n.(*ast.BasicLit)
+			if !ok || lit.Kind != token.STRING || !strings.HasPrefix(lit.Value, "`") {
+				return true
+			}
+			src, err := strconv.Unquote(lit.Value)
+			if err == nil && strings.Contains(src, "redis.call(") {
+				rel, _ := filepath.Rel(root, fset.Position(lit.Pos()).Filename)
+				out[sha(src)] = fmt.Sprintf("%s:%d", rel, fset.Position(lit.Pos()).Line)
+			}
+			return true
+		})
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(out) == 0 {
+		t.Fatal("no Lua script found in the code: the scan is broken")
+	}
+	return out
+}
+
 func (c *slotChecker) report(t *testing.T) {
 	t.Helper()
 	c.mu.Lock()
@@ -485,9 +552,15 @@ func driveAdapters(t *testing.T, rdb redis.UniversalClient, prefix string) {
 	users := []string{"alice", "u{1}", "}x{", "a}b", "{bob}", "ünï"}
 
 	// ---- stock guard ----
-	g, err := redisguard.New(rdb, prefix)
+	g, err := redisguard.New(rdb, prefix, redisguard.RequireInitialized()) // as the service runs it
 	must("redisguard.New", err)
 	must("guard load", g.Load(ctx))
+	first := commands.GuardBatch{BatchID: batches[0], Version: 1, RuleVersion: 1, Public: true, PerUserLimit: 3,
+		ClaimStartsAt: now.Add(-time.Hour), ClaimEndsAt: now.Add(time.Hour), TotalStock: 10}
+	if err := g.SyncBatch(ctx, first); !errors.Is(err, commands.ErrGuardEmpty) { // an empty guard creates no batch
+		t.Fatalf("sync on an empty strict guard = %v, want ErrGuardEmpty", err)
+	}
+	must("initial rebuild", g.Rebuild(ctx, nil))
 	for i, id := range batches {
 		b := commands.GuardBatch{BatchID: id, Version: 1, RuleVersion: 1, Public: true, PerUserLimit: 3,
 			ClaimStartsAt: now.Add(-time.Hour), ClaimEndsAt: now.Add(time.Hour), TotalStock: 10}
@@ -646,6 +719,17 @@ func driveAdapters(t *testing.T, rdb redis.UniversalClient, prefix string) {
 	_, err = jobs.ActiveGrantJobs(ctx)
 	must("active jobs", err)
 	must("jobs checkpoint", jobs.SaveCheckpoint(ctx, 30))
+
+	// ---- per-shopper claim rate limit ----
+	limiter, err := redislimit.New(rdb, prefix, 2, time.Minute, func() time.Time { return now })
+	must("redislimit.New", err)
+	for _, u := range users {
+		for range 3 { // the third is refused: still one script call
+			if _, err := limiter.Allow(ctx, "claim:"+u); err != nil && !errors.Is(err, domain.ErrRateLimited) {
+				must("allow", err)
+			}
+		}
+	}
 
 	// ---- idempotency records ----
 	idem, err := redisidem.New(rdb, prefix)
