@@ -36,27 +36,27 @@ type ClaimCounts interface {
 
 // CouponItem is one coupon in a listing.
 type CouponItem struct {
-	ID          string       `json:"id"`
-	BatchID     string       `json:"batch_id"`
-	UserID      string       `json:"user_id"`
-	Status      string       `json:"status"`
-	Kind        string       `json:"kind"`
-	Issuer      string       `json:"issuer"`
-	Threshold   int64        `json:"threshold"`
-	AmountOff   int64        `json:"amount_off"`
-	PercentOff  int64        `json:"percent_off"`
-	MaxDiscount int64        `json:"max_discount"`
-	Scope       domain.Scope `json:"scope"`
-	Exclusive   bool         `json:"exclusive"`
-	ValidFrom   time.Time    `json:"valid_from"`
-	ValidUntil  time.Time    `json:"valid_until"`
-	ObtainedAt  time.Time    `json:"obtained_at"`
-	OrderID     string       `json:"order_id,omitempty"`
-	HoldUntil   time.Time    `json:"hold_until,omitzero"`
-	Discount    int64        `json:"discount,omitempty"`
-	RedeemedAt  time.Time    `json:"redeemed_at,omitzero"`
-	ExpiredAt   time.Time    `json:"expired_at,omitzero"`
-	Version     uint64       `json:"version"`
+	ID          string        `json:"id"`
+	BatchID     string        `json:"batch_id"`
+	UserID      string        `json:"user_id"`
+	Status      string        `json:"status"`
+	Kind        string        `json:"kind"`
+	Issuer      string        `json:"issuer"`
+	Threshold   int64         `json:"threshold"`
+	AmountOff   int64         `json:"amount_off"`
+	PercentOff  int64         `json:"percent_off"`
+	MaxDiscount int64         `json:"max_discount"`
+	Scope       *domain.Scope `json:"scope,omitempty"` // absent for used and expired coupons
+	Exclusive   bool          `json:"exclusive"`
+	ValidFrom   time.Time     `json:"valid_from"`
+	ValidUntil  time.Time     `json:"valid_until"`
+	ObtainedAt  time.Time     `json:"obtained_at"`
+	OrderID     string        `json:"order_id,omitempty"`
+	HoldUntil   time.Time     `json:"hold_until,omitzero"`
+	Discount    int64         `json:"discount,omitempty"`
+	RedeemedAt  time.Time     `json:"redeemed_at,omitzero"`
+	ExpiredAt   time.Time     `json:"expired_at,omitzero"`
+	Version     uint64        `json:"version"`
 }
 
 // CouponList is a page of coupons.
@@ -159,7 +159,7 @@ func itemOfView(c projections.ViewCoupon) CouponItem {
 	t := c.Terms
 	return CouponItem{ID: c.CouponID, BatchID: t.BatchID, UserID: c.UserID, Status: c.Status(), Kind: string(t.Kind),
 		Issuer: t.Issuer, Threshold: t.Threshold, AmountOff: t.AmountOff, PercentOff: t.PercentOff, MaxDiscount: t.MaxDiscount,
-		Scope: t.Scope, Exclusive: t.Exclusive, ValidFrom: ms(t.ValidFrom), ValidUntil: ms(t.ValidUntil), ObtainedAt: ms(t.ObtainedAt),
+		Scope: &t.Scope, Exclusive: t.Exclusive, ValidFrom: ms(t.ValidFrom), ValidUntil: ms(t.ValidUntil), ObtainedAt: ms(t.ObtainedAt),
 		OrderID: c.OrderID, HoldUntil: c.HoldUntil, Version: c.Version}
 }
 

@@ -165,7 +165,7 @@ func asOfItems(coupons map[string]*domain.Coupon, order []string) []CouponItem {
 		}
 		out = append(out, CouponItem{ID: c.ID, BatchID: t.BatchID, UserID: c.UserID, Status: status, Kind: string(t.Kind),
 			Issuer: t.Issuer, Threshold: t.Threshold, AmountOff: t.AmountOff, PercentOff: t.PercentOff, MaxDiscount: t.MaxDiscount,
-			Scope: t.Scope, Exclusive: t.Exclusive, ValidFrom: t.ValidFrom, ValidUntil: t.ValidUntil, ObtainedAt: c.ObtainedAt,
+			Scope: &t.Scope, Exclusive: t.Exclusive, ValidFrom: t.ValidFrom, ValidUntil: t.ValidUntil, ObtainedAt: c.ObtainedAt,
 			OrderID: c.OrderID, HoldUntil: c.HoldUntil, Version: uint64(c.Version())})
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].ObtainedAt.After(out[j].ObtainedAt) })

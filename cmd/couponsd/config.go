@@ -126,6 +126,10 @@ func (c Config) Validate() error {
 		!strings.HasPrefix(c.EventStoreURL, "kurrentdb://") && !strings.HasPrefix(c.EventStoreURL, "kurrentdb+discover://") {
 		errs = append(errs, errors.New("COUPONS_EVENTSTORE_URL must be an esdb:// or kurrentdb:// URL"))
 	}
+	if rest, ok := strings.CutPrefix(c.EventStoreURL, "esdb+discover://"); ok && strings.Contains(strings.SplitN(rest, "?", 2)[0], ",") {
+		// The v4 client dials only the first host in discover mode.
+		errs = append(errs, errors.New("COUPONS_EVENTSTORE_URL: esdb+discover:// takes one DNS name; give a seed list as esdb://h1,h2,h3?tls=false"))
+	}
 	return errors.Join(errs...)
 }
 
