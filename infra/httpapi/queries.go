@@ -175,20 +175,26 @@ func (s *Server) batchReport(c echo.Context) error {
 	return c.JSON(http.StatusOK, rep)
 }
 
-func (s *Server) topBatches(c echo.Context) error {
+// topArgs reads the common arguments of the ranking reports.
+func (s *Server) topArgs(c echo.Context) (*Queries, projections.TimeRange, int, error) {
 	q, err := s.queries()
 	if err != nil {
-		return err
+		return nil, projections.TimeRange{}, 0, err
 	}
 	r, err := timeRange(c)
 	if err != nil {
-		return err
+		return nil, r, 0, err
 	}
 	limit, err := queryInt(c, "limit")
+	return q, r, int(limit), err
+}
+
+func (s *Server) topBatches(c echo.Context) error {
+	q, r, limit, err := s.topArgs(c)
 	if err != nil {
 		return err
 	}
-	reps, err := q.Reports.TopBatches(c.Request().Context(), r, int(limit))
+	reps, err := q.Reports.TopBatches(c.Request().Context(), r, limit)
 	if err != nil {
 		return err
 	}
@@ -196,19 +202,11 @@ func (s *Server) topBatches(c echo.Context) error {
 }
 
 func (s *Server) topUsers(c echo.Context) error {
-	q, err := s.queries()
+	q, r, limit, err := s.topArgs(c)
 	if err != nil {
 		return err
 	}
-	r, err := timeRange(c)
-	if err != nil {
-		return err
-	}
-	limit, err := queryInt(c, "limit")
-	if err != nil {
-		return err
-	}
-	reps, err := q.Reports.TopUsers(c.Request().Context(), r, int(limit))
+	reps, err := q.Reports.TopUsers(c.Request().Context(), r, limit)
 	if err != nil {
 		return err
 	}

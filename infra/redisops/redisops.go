@@ -7,11 +7,9 @@ package redisops
 import (
 	"context"
 	"errors"
-	"fmt"
 	"strconv"
 	"time"
 
-	"github.com/couponsd/couponsd/domain"
 	"github.com/couponsd/couponsd/infra/redisx"
 	"github.com/couponsd/couponsd/projections"
 	"github.com/couponsd/couponsd/readapi"
@@ -82,12 +80,7 @@ func b01(b bool) string {
 	return "0"
 }
 
-func unavailable(err error) error {
-	if err == nil || errors.Is(err, redis.Nil) {
-		return nil
-	}
-	return fmt.Errorf("%w: redis: %w", domain.ErrUnavailable, err)
-}
+func unavailable(err error) error { return redisx.Unavailable(err) }
 
 // ApplyAll applies changes in order in one pipeline.
 func (s *Store) ApplyAll(ctx context.Context, cs []projections.OpsChange) error {

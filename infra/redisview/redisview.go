@@ -83,12 +83,7 @@ func (s *Store) UserKeys(userID string) []string {
 // CatalogKey is the batch catalog hash.
 func (s *Store) CatalogKey() string { return s.prefix + "batches" }
 
-func unavailable(err error) error {
-	if err == nil || errors.Is(err, redis.Nil) {
-		return nil
-	}
-	return fmt.Errorf("%w: redis: %w", domain.ErrUnavailable, err)
-}
+func unavailable(err error) error { return redisx.Unavailable(err) }
 
 // ApplyView applies ops in one pipeline; each op is skipped when stale.
 func (s *Store) ApplyView(ctx context.Context, ops []projections.ViewOp) error {

@@ -390,3 +390,12 @@ func loadScript(ctx context.Context, rdb redis.UniversalClient, s *redis.Script)
 	}
 	return s.Load(ctx, rdb).Err()
 }
+
+// Unavailable maps a go-redis error to domain.ErrUnavailable (keeping it in
+// the chain); nil and redis.Nil (a missing key) map to nil.
+func Unavailable(err error) error {
+	if err == nil || errors.Is(err, redis.Nil) {
+		return nil
+	}
+	return fmt.Errorf("%w: redis: %w", domain.ErrUnavailable, err)
+}
