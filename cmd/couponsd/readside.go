@@ -216,7 +216,7 @@ func (a *app) verifier(rs *readSide) func(ctx context.Context) (any, error) {
 // embedded bbolt index in the data dir.
 func (a *app) openHistory(ctx context.Context) (projections.HistoryIndex, error) {
 	if a.cfg.ElasticsearchURL == "" {
-		hist, err := boltindex.Open(filepath.Join(a.cfg.DataDir, "history"), boltindex.Options{})
+		hist, err := boltindex.Open(filepath.Join(a.cfg.DataDir, "history"), boltindex.Options{NoSync: true})
 		if err != nil {
 			return nil, err
 		}

@@ -45,7 +45,7 @@ func (s *Server) routes() {
 
 	// Shoppers. The claim skips the generic idempotency middleware: the
 	// stock guard handles the Idempotency-Key atomically and durably.
-	s.e.POST("/v1/batches/:id/claim", s.claim, s.shed, s.mw.Auth, s.mw.Require(user...), s.limitClaims)
+	s.e.POST("/v1/batches/:id/claim", s.claim, s.mw.Auth, s.mw.Require(user...), s.limitClaims)
 
 	// Order system.
 	s.Handle(post, "/v1/coupons/:id/lock", s.lock, service)

@@ -143,6 +143,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = s.handleError
+	e.Pre(s.shed)
 	e.Use(s.observe, s.recoverPanics, middleware.RequestID(), s.timeout, s.limitBody)
 	s.e = e
 	s.inflight = make(chan struct{}, s.cfg.MaxInflightClaims)

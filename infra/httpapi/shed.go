@@ -1,26 +1,37 @@
 package httpapi
 
 import (
+	"net/http"
 	"strconv"
+	"strings"
 
 	"github.com/labstack/echo/v4"
-
-	"github.com/couponsd/couponsd/domain"
 )
+
+// shedBody is the prebuilt answer of a shed claim.
+var shedBody = []byte(`{"error":{"code":"rate_limited","message":"too many claims in progress; retry in a second"}}` + "\n")
 
 // shed answers a claim 429 at once when MaxInflightClaims claims are
 // already in progress here: under overload a fast refusal with Retry-After
-// beats a timeout.
+// beats a timeout. It runs before routing and every other middleware (an
+// Echo Pre middleware) and writes a prebuilt body, so a refusal costs next
+// to nothing.
 func (s *Server) shed(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
+		r := c.Request()
+		if r.Method != http.MethodPost || !strings.HasPrefix(r.URL.Path, "/v1/batches/") || !strings.HasSuffix(r.URL.Path, "/claim") {
+			return next(c)
+		}
 		select {
 		case s.inflight <- struct{}{}:
 			defer func() { <-s.inflight }()
 			return next(c)
 		default:
-			c.Response().Header().Set("Retry-After", "1")
+			h := c.Response().Header()
+			h.Set("Retry-After", "1")
+			h.Set(echo.HeaderContentType, echo.MIMEApplicationJSON)
 			s.metrics.claim(CodeRateLimited)
-			return domain.Errorf(domain.ErrRateLimited, "too many claims in progress; retry in a second")
+			return c.Blob(http.StatusTooManyRequests, echo.MIMEApplicationJSON, shedBody)
 		}
 	}
 }

@@ -125,7 +125,7 @@ func Open(dir string, opts Options) (*Index, error) {
 	}
 	path := filepath.Join(dir, FileName)
 	_, statErr := os.Stat(path)
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.OpenTimeout, FreelistType: bolt.FreelistMapType})
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.OpenTimeout, FreelistType: bolt.FreelistMapType, NoSync: opts.NoSync})
 	if err != nil {
 		return nil, fmt.Errorf("boltindex: open %s: %w", path, err)
 	}
