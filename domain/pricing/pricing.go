@@ -91,14 +91,22 @@ func Best(cart Cart, coupons []Coupon, at time.Time) (Quote, error) {
 	if err := validateCoupons(coupons); err != nil {
 		return Quote{}, err
 	}
-	return best(cart, coupons, at, MaxTieWork)
+	return best(cart, coupons, at, tuning{tieLimit: MaxTieWork, knapAfter: KnapAfter, knapCells1: MaxKnapCells, maxWork: MaxWork})
 }
 
-// best is Best with the phase-1 tie budget as a parameter (the tests force
-// each tie-break path with it). Its inputs must be valid.
-func best(cart Cart, coupons []Coupon, at time.Time, tieLimit int64) (Quote, error) {
+// tuning holds the search's switch points; the tests force every path with
+// them. None of them changes an answer.
+type tuning struct {
+	tieLimit   int64 // phase-1 nodes followed only for ties, before phase 2 takes over
+	knapAfter  int64 // nodes of a branch before it builds its knapsack table
+	knapCells1 int64 // cells of one table at most
+	maxWork    int64 // the search's budget
+}
+
+// best is Best on valid inputs with the given tuning.
+func best(cart Cart, coupons []Coupon, at time.Time, tu tuning) (Quote, error) {
 	e := newEngine(cart, coupons, at)
-	e.tieLimit = tieLimit
+	e.tuning = tu
 	e.search()
 	if e.aborted {
 		return Quote{}, errTooComplex()
@@ -165,6 +173,8 @@ type engine struct {
 	gt, fee int64
 
 	keys    []ckey
+	vuRank  []int32 // rank of valid_until among the coupons (equal instants, equal ranks)
+	idRank  []int32 // rank of coupon_id
 	reason  []string
 	elig    [][]int32 // goods coupons: eligible lines
 	fns     []goodsFn
@@ -186,16 +196,22 @@ type engine struct {
 	candKey  setKey
 	ties     bool  // phase 1 still follows ties (then its best is the answer)
 	tieWork  int64 // nodes visited only for a tie
-	tieLimit int64 // ... at most
+	tuning
 
 	// phase 2
-	classOf []int32 // coupon -> valid_until class (ascending), -1 if not a candidate
-	nClass  int
-	con     cons
-	wit     []int32 // the oracle's witness
-	wb      branch  // working branch of the oracle
-	pool    []bopt  // its options
-	trace   func(bool, int64)
+	classOf     []int32 // coupon -> valid_until class (ascending), -1 if not a candidate
+	nClass      int
+	con         cons
+	wit         []int32 // the oracle's witness
+	wb          branch  // working branch of the oracle
+	pool        []bopt  // its options
+	kb          *branch // the branch whose knapsack table bounds wb (wb itself if none)
+	oracleNodes int64   // nodes of the current oracle search
+	oracleLimit int64   // ... after which it restarts with a table of its own
+	restart     bool
+	wknap       knap  // that table
+	knapCells   int64 // cells of the knapsack tables kept by branches
+	trace       func(bool, int64)
 
 	// scratch
 	rem   []uint64
@@ -273,7 +289,29 @@ func newEngine(cart Cart, cs []Coupon, at time.Time) *engine {
 		}
 	}
 	e.prepareGroups(byMerchant)
+	e.rank()
 	return e
+}
+
+// rank fills vuRank and idRank.
+func (e *engine) rank() {
+	ord := make([]int32, len(e.cs))
+	for i := range ord {
+		ord[i] = int32(i)
+	}
+	e.vuRank, e.idRank = make([]int32, len(e.cs)), make([]int32, len(e.cs))
+	slices.SortFunc(ord, func(a, b int32) int { return cmpTime(&e.keys[a], &e.keys[b]) })
+	for i, ci := range ord {
+		if i > 0 && cmpTime(&e.keys[ord[i-1]], &e.keys[ci]) == 0 {
+			e.vuRank[ci] = e.vuRank[ord[i-1]]
+		} else {
+			e.vuRank[ci] = int32(i)
+		}
+	}
+	slices.SortFunc(ord, func(a, b int32) int { return strings.Compare(e.keys[a].id, e.keys[b].id) })
+	for i, ci := range ord {
+		e.idRank[ci] = int32(i)
+	}
 }
 
 // eligible returns the lines a goods coupon may apply to, in cart order.

@@ -2,6 +2,7 @@ package pricing
 
 import (
 	"math"
+	"math/bits"
 	"slices"
 )
 
@@ -40,7 +41,12 @@ type branch struct {
 	sufMaxD  []int64 // Σ over merchants >= k of the best d
 	choice   []int   // option per depth, -1 none
 	rootUB   int64   // bound of the whole branch
+	nodes    int64   // nodes searched so far (phase 1 and oracle)
+	knap     *knap   // exact knapsack bound, built once the branch proves hard
+	knapDone bool    // knap built or refused (too large)
 	sup      [][]int // oracle: per constrained class, merchants >= k offering it
+	kids     [][]int // per depth: the choices being tried
+	kidUB    [][]int64
 }
 
 const noLimit = math.MaxInt32
@@ -90,20 +96,21 @@ func (e *engine) offer(total int64) {
 	}
 }
 
-// setKey is a combination's tie-break key.
+// setKey is a combination's tie-break key, as ranks: the valid_until ranks
+// (equal instants share a rank) and the id ranks, each sorted.
 type setKey struct {
-	vus []ckey // sorted by valid_until
-	ids []string
+	vus, ids []int32
 }
 
 func (e *engine) keyOf(k setKey, set []int32) setKey {
 	k.vus, k.ids = k.vus[:0], k.ids[:0]
 	for _, ci := range set {
-		k.vus = append(k.vus, e.keys[ci])
-		k.ids = append(k.ids, e.keys[ci].id)
+		k.vus = append(k.vus, e.vuRank[ci])
+		k.ids = append(k.ids, e.idRank[ci])
 	}
-	slices.SortFunc(k.vus, func(a, b ckey) int { return cmpTime(&a, &b) })
+	slices.Sort(k.vus)
 	slices.Sort(k.ids)
+	e.work += int64(len(set))
 	return k
 }
 
@@ -111,13 +118,8 @@ func (e *engine) keyOf(k setKey, set []int32) setKey {
 // earliest first, element by element, a shorter list winning a tie of its
 // prefix; then the sorted id list.
 func (k *setKey) less(o *setKey) bool {
-	for i := 0; i < len(k.vus) && i < len(o.vus); i++ {
-		if c := cmpTime(&k.vus[i], &o.vus[i]); c != 0 {
-			return c < 0
-		}
-	}
-	if len(k.vus) != len(o.vus) {
-		return len(k.vus) < len(o.vus)
+	if c := slices.Compare(k.vus, o.vus); c != 0 {
+		return c < 0 // slices.Compare: a proper prefix is smaller
 	}
 	return slices.Compare(k.ids, o.ids) < 0
 }
@@ -384,7 +386,7 @@ func (e *engine) shipFor(phi int64) int {
 
 func (e *engine) tick() bool {
 	e.work++
-	if e.work > MaxWork {
+	if e.work > e.maxWork {
 		e.aborted = true
 	}
 	return e.aborted
@@ -409,7 +411,10 @@ func (e *engine) dfsValue(b *branch, k int, d, r int64) {
 		return
 	}
 	capacity := b.rmax - r
-	switch ub := e.shipUB(phiLo, phiLo+e.lp(b, k, capacity)); {
+	if b.nodes++; b.nodes > e.knapAfter && !b.knapDone {
+		e.buildKnap(b)
+	}
+	switch ub := e.shipUB(phiLo, phiLo+e.goodsUB(b, b, k, capacity)); {
 	case ub < e.tstar:
 		return
 	case ub == e.tstar:
@@ -423,21 +428,218 @@ func (e *engine) dfsValue(b *branch, k int, d, r int64) {
 			return
 		}
 	}
-	m := &b.ms[k]
-	for j := range m.opts {
-		o := &m.opts[j]
-		if o.r > capacity {
-			continue
-		}
+	for _, j := range e.children(b, b, k, capacity) {
 		b.choice[k] = j
-		e.dfsValue(b, k+1, d+o.d, r+o.r)
+		if j < 0 {
+			e.dfsValue(b, k+1, d, r)
+		} else {
+			o := &b.ms[k].opts[j]
+			e.dfsValue(b, k+1, d+o.d, r+o.r)
+		}
 		if e.aborted {
 			return
 		}
 	}
+}
+
+// goodsUB bounds Σd over the merchants >= k of w given capacity: the exact
+// knapsack table of base (whose merchants w shares, depth for depth, with
+// options that are a subset) when it has one, else the linear relaxation.
+func (e *engine) goodsUB(w, base *branch, k int, capacity int64) int64 {
+	if base.knap != nil {
+		e.work++
+		return base.knap.at(k, capacity)
+	}
+	return e.lp(w, k, capacity)
+}
+
+// children lists the choices at depth k that fit capacity (option indices,
+// -1 for none): in option order, or best bound first when the knapsack table
+// can rank them (then the first leaf reached is often already the best).
+func (e *engine) children(w, base *branch, k int, capacity int64) []int {
+	for len(w.kids) <= k {
+		w.kids = append(w.kids, nil)
+		w.kidUB = append(w.kidUB, nil)
+	}
+	m := &w.ms[k]
+	kids, ubs := w.kids[k][:0], w.kidUB[k][:0]
+	for j := range m.opts {
+		if o := &m.opts[j]; o.r <= capacity {
+			kids = append(kids, j)
+			if base.knap != nil {
+				ubs = append(ubs, o.d+base.knap.at(k+1, capacity-o.r))
+			}
+		}
+	}
 	if m.none {
-		b.choice[k] = -1
-		e.dfsValue(b, k+1, d, r)
+		kids = append(kids, -1)
+		if base.knap != nil {
+			ubs = append(ubs, base.knap.at(k+1, capacity))
+		}
+	}
+	if base.knap != nil {
+		e.work += int64(len(kids)) // table reads, often cache misses
+		for i := 1; i < len(kids); i++ { // insertion sort, stable, bound desc
+			for x := i; x > 0 && ubs[x] > ubs[x-1]; x-- {
+				ubs[x], ubs[x-1] = ubs[x-1], ubs[x]
+				kids[x], kids[x-1] = kids[x-1], kids[x]
+			}
+		}
+	}
+	w.kids[k], w.kidUB[k] = kids, ubs
+	return kids
+}
+
+// knap is a branch's knapsack table: at(k, c) >= the largest Σd over the
+// merchants >= k, each taking one option or none, with Σr <= c; equal to it
+// when q == 1. With q > 1 (a table that would be too large otherwise) weights
+// and capacities are divided by q, rounding down: every choice that fits c
+// still fits c/q, so the value stays an upper bound.
+//
+// When every option's d equals its r (the platform coupon covers all of the
+// merchants' lines, the common case), Σd = Σr and the table is a bitset of
+// the reachable sums, 64 to a word: at(k, c) is the largest one <= c.
+type knap struct {
+	c, q int64 // capacities (divided by q) above c are the same as c
+	w    int64 // row width: c+1 cells, or words for bits
+	r32  []int32
+	r64  []int64
+	bits []uint64
+}
+
+func (t *knap) at(k int, capacity int64) int64 {
+	x := min(capacity/t.q, t.c)
+	if t.bits != nil {
+		row := t.bits[int64(k)*t.w : int64(k+1)*t.w]
+		i := x >> 6
+		m := row[i] & (^uint64(0) >> (63 - x&63))
+		for m == 0 { // bit 0 (everyone takes none) is always set
+			i--
+			m = row[i]
+		}
+		return i<<6 + 63 - int64(bits.LeadingZeros64(m))
+	}
+	x += int64(k) * t.w
+	if t.r32 != nil {
+		return int64(t.r32[x])
+	}
+	return t.r64[x]
+}
+
+// buildKnap fills b.knap by dynamic programming over the capacity. It only
+// replaces the linear bound (never below a reachable Σd), so it changes no
+// answer, only the work. A table has at most MaxKnapCells cells; the tables
+// kept for the branches at most 4*MaxKnapCells together.
+func (e *engine) buildKnap(b *branch) {
+	b.knapDone = true
+	if t := e.makeKnap(b, e.knapCells, nil); t != nil {
+		e.knapCells += t.w * int64(len(b.ms)+1)
+		if t.bits != nil {
+			e.knapCells += t.w * int64(len(b.ms)+1) // words count double
+		}
+		b.knap = t
+	}
+}
+
+// makeKnap computes a knapsack table for b's merchants and options, or nil
+// when b has no capacity or the table would pass the cell budget (used cells
+// already spent of 4*MaxKnapCells). reuse, if it fits, lends its storage.
+func (e *engine) makeKnap(b *branch, used int64, reuse *knap) *knap {
+	if b.pi < 0 {
+		return nil // no capacity: the linear bound is already exact
+	}
+	var c, top int64
+	for _, m := range b.ms {
+		var rt int64
+		for _, o := range m.opts {
+			rt = max(rt, o.r)
+		}
+		c += rt
+		top += m.top
+	}
+	c = min(c, b.rmax)
+	n := int64(len(b.ms))
+	pure := true
+	for _, m := range b.ms {
+		for _, o := range m.opts {
+			pure = pure && o.r == o.d
+		}
+	}
+	if words := c>>6 + 1; pure && 2*(n+1)*words <= e.knapCells1 && used+2*(n+1)*words <= 4*e.knapCells1 {
+		t := &knap{c: c, q: 1, w: words}
+		if reuse != nil {
+			t.bits = reuse.bits[:0]
+		}
+		t.bits = slices.Grow(t.bits, int((n+1)*words))[:(n+1)*words]
+		fillBits(t.bits, b, t)
+		for _, m := range b.ms {
+			e.work += words * int64(len(m.opts)+1) / 32
+		}
+		return t
+	}
+	q := max(1, ((n+1)*(c+1)+e.knapCells1-1)/e.knapCells1)
+	c /= q
+	cells := (n + 1) * (c + 1)
+	if used+cells > 4*e.knapCells1 {
+		return nil
+	}
+	t := &knap{c: c, q: q, w: c + 1}
+	if reuse != nil {
+		t.r32, t.r64 = reuse.r32[:0], reuse.r64[:0]
+	}
+	t.bits = nil
+	if top <= math.MaxInt32 {
+		t.r32 = slices.Grow(t.r32, int(cells))[:cells]
+		t.r64 = nil
+		fillKnap(t.r32, b, t)
+	} else {
+		t.r64 = slices.Grow(t.r64, int(cells))[:cells]
+		t.r32 = nil
+		fillKnap(t.r64, b, t)
+	}
+	for _, m := range b.ms {
+		e.work += (c + 1) * int64(len(m.opts)+1) / 8
+	}
+	return t
+}
+
+// fillBits: row k has bit x set when the merchants >= k can reach Σr = x
+// (each taking one option or none).
+func fillBits(rows []uint64, b *branch, t *knap) {
+	w := t.w
+	n := int64(len(b.ms))
+	last := rows[n*w : (n+1)*w]
+	clear(last)
+	last[0] = 1
+	for k := n - 1; k >= 0; k-- {
+		cur, nxt := rows[k*w:(k+1)*w], rows[(k+1)*w:(k+2)*w]
+		copy(cur, nxt)
+		for _, o := range b.ms[k].opts {
+			ws, bs := o.r>>6, uint(o.r&63)
+			for i := w - 1; i >= ws; i-- {
+				v := nxt[i-ws] << bs
+				if bs > 0 && i-ws > 0 {
+					v |= nxt[i-ws-1] >> (64 - bs)
+				}
+				cur[i] |= v
+			}
+		}
+	}
+}
+
+func fillKnap[T int32 | int64](rows []T, b *branch, t *knap) {
+	w := t.w
+	n := int64(len(b.ms))
+	clear(rows[n*w:])
+	for k := n - 1; k >= 0; k-- {
+		cur, nxt := rows[k*w:(k+1)*w], rows[(k+1)*w:(k+2)*w]
+		copy(cur, nxt)
+		for _, o := range b.ms[k].opts {
+			r, d := o.r/t.q, T(o.d)
+			for x := r; x <= t.c; x++ {
+				cur[x] = max(cur[x], nxt[x-r]+d)
+			}
+		}
 	}
 }
 

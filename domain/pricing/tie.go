@@ -1,6 +1,7 @@
 package pricing
 
 import (
+	"math"
 	"slices"
 	"strings"
 
@@ -242,6 +243,15 @@ func (e *engine) force(ci int32, on bool) {
 // oracle reports whether a combination of the families reaches T* under the
 // constraints; the combination is left in e.wit.
 func (e *engine) oracle() bool {
+	w0 := e.work
+	ok := e.oracle1()
+	if e.trace != nil {
+		e.trace(ok, e.work-w0)
+	}
+	return ok
+}
+
+func (e *engine) oracle1() bool {
 	c := &e.con
 	c.loList = c.loList[:0]
 	for s, v := range c.lo {
@@ -323,16 +333,13 @@ func (e *engine) oracleBranch(b *branch) bool {
 	pool := e.pool[:0]
 	defer func() { e.pool = pool[:0] }()
 	for _, m := range b.ms {
-		forced := slices.IndexFunc(m.opts, func(o bopt) bool { return c.in[o.ci] })
-		if forced >= 0 {
-			o := m.opts[forced]
-			w.fixed = append(w.fixed, o.ci)
-			w.d0 += o.d
-			w.r0 += o.r
+		start := len(pool)
+		if j := slices.IndexFunc(m.opts, func(o bopt) bool { return c.in[o.ci] }); j >= 0 {
+			pool = append(pool, m.opts[j])
+			w.ms = append(w.ms, bmer{opts: pool[start:len(pool):len(pool)], top: m.top, pri: true})
 			matched++
 			continue
 		}
-		start := len(pool)
 		for _, o := range m.opts {
 			if !c.out[o.ci] && c.hi[e.classOf[o.ci]] > 0 {
 				pool = append(pool, o)
@@ -350,7 +357,7 @@ func (e *engine) oracleBranch(b *branch) bool {
 	if c.inShip >= 0 {
 		wantIn--
 	}
-	if matched != wantIn || w.r0 > w.rmax {
+	if matched != wantIn {
 		return false
 	}
 	// Count the fixed part into the classes.
@@ -367,13 +374,15 @@ func (e *engine) oracleBranch(b *branch) bool {
 		}
 	}
 	if ok {
-		// Merchants that can fill a class still short of its lower bound go first.
+		// The merchants that are forced or can fill a class short of its
+		// lower bound go first.
 		for i := range w.ms {
 			m := &w.ms[i]
-			m.pri = slices.ContainsFunc(m.opts, func(o bopt) bool { s := e.classOf[o.ci]; return c.lo[s] > c.cnt[s] })
+			m.pri = m.pri || slices.ContainsFunc(m.opts, func(o bopt) bool { s := e.classOf[o.ci]; return c.lo[s] > c.cnt[s] })
 		}
 		sortMerchants(w.ms)
 		e.prepBranch(w)
+		e.kb = w
 		n := len(w.ms)
 		for len(w.sup) < len(c.loList) {
 			w.sup = append(w.sup, nil)
@@ -389,7 +398,22 @@ func (e *engine) oracleBranch(b *branch) bool {
 			}
 			w.sup[i] = sup
 		}
-		ok = e.dfsOracle(w, 0, w.d0, w.r0)
+		// A search that turns out long gets a knapsack table over this
+		// question's options and merchant order, and starts again with it.
+		e.oracleNodes, e.oracleLimit = 0, e.knapAfter
+		if b.knap != nil {
+			e.oracleLimit = 0 // the branch is known to be hard: table first
+		}
+		ok = e.dfsOracle(w, 0, w.d0, 0)
+		if e.restart {
+			e.restart, e.oracleLimit = false, math.MaxInt64
+			if t := e.makeKnap(w, 0, &e.wknap); t != nil {
+				e.wknap = *t
+				w.knap = &e.wknap
+			}
+			ok = e.dfsOracle(w, 0, w.d0, 0)
+			w.knap = nil
+		}
 	}
 	for _, ci := range fixedCls {
 		c.cnt[e.classOf[ci]]--
@@ -408,7 +432,13 @@ func (e *engine) dfsOracle(w *branch, k int, d, r int64) bool {
 		return e.leafOracle(w, phiLo)
 	}
 	capacity := w.rmax - r
-	if e.shipUB(phiLo, phiLo+e.lp(w, k, capacity)) < e.tstar {
+	if e.oracleNodes++; e.oracleNodes > e.oracleLimit {
+		e.restart = true
+	}
+	if e.restart {
+		return false
+	}
+	if e.shipUB(phiLo, phiLo+e.goodsUB(w, e.kb, k, capacity)) < e.tstar {
 		return false
 	}
 	short := 0
@@ -427,24 +457,24 @@ func (e *engine) dfsOracle(w *branch, k int, d, r int64) bool {
 	if short > len(w.ms)-k+1 {
 		return false
 	}
-	m := &w.ms[k]
-	for j := range m.opts {
-		o := &m.opts[j]
-		s := e.classOf[o.ci]
-		if o.r > capacity || c.cnt[s] >= c.hi[s] {
-			continue
-		}
+	for _, j := range e.children(w, e.kb, k, capacity) {
 		w.choice[k] = j
-		c.cnt[s]++
-		found := e.dfsOracle(w, k+1, d+o.d, r+o.r)
-		c.cnt[s]--
-		if found || e.aborted {
+		var found bool
+		if j < 0 {
+			found = e.dfsOracle(w, k+1, d, r)
+		} else {
+			o := &w.ms[k].opts[j]
+			s := e.classOf[o.ci]
+			if c.cnt[s] >= c.hi[s] {
+				continue
+			}
+			c.cnt[s]++
+			found = e.dfsOracle(w, k+1, d+o.d, r+o.r)
+			c.cnt[s]--
+		}
+		if found || e.aborted || e.restart {
 			return found
 		}
-	}
-	if m.none {
-		w.choice[k] = -1
-		return e.dfsOracle(w, k+1, d, r)
 	}
 	return false
 }

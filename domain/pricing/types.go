@@ -19,11 +19,16 @@ const (
 	// can need exponential time. Rather than answer inexactly, Best stops after
 	// MaxWork units (tens of milliseconds) and returns an ErrTooComplex error.
 	// Ordinary carts use a few hundred to a few thousand units.
-	MaxWork = 20_000_000
+	MaxWork = 2_000_000
 	// MaxTieWork bounds the nodes phase 1 visits only because they may hold a
 	// combination tying with the best total; past it, phase 2 settles the
 	// tie-break (see tie.go).
 	MaxTieWork = 20_000
+	// KnapAfter is the number of nodes after which a branch builds its exact
+	// knapsack table (at most MaxKnapCells cells of 8 bytes, 16 MiB) to bound
+	// the merchants' discounts under the platform threshold exactly.
+	KnapAfter    = 20_000
+	MaxKnapCells = 1 << 20
 )
 
 // Reasons in Quote.NotApplicable. Each names why a coupon can never apply to
