@@ -218,4 +218,3 @@ func genSubsetSum(seed uint64, n int, viaShipping bool) (Cart, []Coupon, time.Ti
 	}
 	return cart, cs, at
 }
-

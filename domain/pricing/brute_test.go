@@ -106,10 +106,26 @@ func refBest(cart Cart, cs []Coupon, at time.Time) refResult {
 	var bestVU []time.Time
 	used := map[string]bool{}
 	m := len(cs)
+	// Coupons in the same group (a merchant's goods coupons, the platform's
+	// goods coupons, the shipping coupons) conflict; skipping masks with a
+	// conflicting pair early only saves time: refValid checks every rule.
+	conflict := make([]int, m)
+	for i := range cs {
+		for j := range cs {
+			if i != j && refGroup(cs[i]) == refGroup(cs[j]) {
+				conflict[i] |= 1 << j
+			}
+		}
+	}
+	var set []Coupon
+masks:
 	for mask := 0; mask < 1<<m; mask++ {
-		var set []Coupon
+		set = set[:0]
 		for i := 0; i < m; i++ {
 			if mask&(1<<i) != 0 {
+				if mask&conflict[i] != 0 {
+					continue masks
+				}
 				set = append(set, cs[i])
 			}
 		}
@@ -181,6 +197,16 @@ func refBest(cart Cart, cs []Coupon, at time.Time) refResult {
 	}
 	slices.Sort(best.never)
 	return best
+}
+
+func refGroup(c Coupon) string {
+	switch {
+	case c.Kind == domain.KindShipping:
+		return "shipping"
+	case c.Issuer == domain.IssuerPlatform:
+		return "platform"
+	}
+	return "merchant " + c.Issuer
 }
 
 // refValid checks the stacking rules and validity; the "> 0" rule is checked
@@ -392,7 +418,7 @@ func genTies(r src, maxCoupons int) (Cart, []Coupon, time.Time) {
 // Best settles ties in phase 1 when they are few and in phase 2 otherwise,
 // and bounds a hard branch with a knapsack table: every path is checked by
 // forcing it with the tuning.
-func checkAgainstRef(t *testing.T, cart Cart, cs []Coupon, at time.Time) {
+func checkAgainstRef(t *testing.T, cart Cart, cs []Coupon, at time.Time, tus []tuning) {
 	t.Helper()
 	ref := refBest(cart, cs, at)
 	q, err := Best(cart, cs, at)
@@ -400,7 +426,7 @@ func checkAgainstRef(t *testing.T, cart Cart, cs []Coupon, at time.Time) {
 		t.Fatalf("Best: %v\ncart=%+v\ncoupons=%+v", err, cart, cs)
 	}
 	checkQuote(t, cart, cs, q, ref, tuning{MaxTieWork, KnapAfter, MaxKnapCells, MaxWork})
-	for _, tu := range []tuning{{0, 0, 64, MaxWork}, {0, math.MaxInt64, 0, MaxWork}, {math.MaxInt64, 0, MaxKnapCells, MaxWork}, {math.MaxInt64, math.MaxInt64, 0, MaxWork}} {
+	for _, tu := range tus {
 		q, err := best(cart, cs, at, tu)
 		if err != nil {
 			t.Fatalf("best: %v\ncart=%+v\ncoupons=%+v", err, cart, cs)
@@ -408,6 +434,10 @@ func checkAgainstRef(t *testing.T, cart Cart, cs []Coupon, at time.Time) {
 		checkQuote(t, cart, cs, q, ref, tu)
 	}
 }
+
+// tunings force every path: ties all to phase 2 or all in phase 1, knapsack
+// tables at once (tiny and scaled, or full size) or never.
+var tunings = [...]tuning{{0, 0, 64, MaxWork}, {0, math.MaxInt64, 0, MaxWork}, {math.MaxInt64, 0, MaxKnapCells, MaxWork}, {math.MaxInt64, math.MaxInt64, 0, MaxWork}}
 
 func checkQuote(t *testing.T, cart Cart, cs []Coupon, q Quote, ref refResult, tu tuning) {
 	t.Helper()
@@ -470,9 +500,9 @@ func TestBestMatchesBruteForce(t *testing.T) {
 	r := prng{rand.New(rand.NewPCG(20261111, 42))}
 	for i := 0; i < 2000; i++ {
 		cart, cs, at := genSmall(r, 9)
-		checkAgainstRef(t, cart, cs, at)
+		checkAgainstRef(t, cart, cs, at, tunings[:])
 		cart, cs, at = genTies(r, 11)
-		checkAgainstRef(t, cart, cs, at)
+		checkAgainstRef(t, cart, cs, at, tunings[:])
 	}
 }
 
@@ -493,6 +523,6 @@ func FuzzBest(f *testing.F) {
 			gen = genTies
 		}
 		cart, cs, at := gen(r, 9)
-		checkAgainstRef(t, cart, cs, at)
+		checkAgainstRef(t, cart, cs, at, tunings[:])
 	})
 }

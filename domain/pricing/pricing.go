@@ -5,71 +5,90 @@
 //
 // # Algorithm
 //
-// Preparation. Every coupon is checked alone at the quote time; one that gives
-// no discount alone can never give one in a combination (amounts only go down
-// when other coupons apply, and every discount is non-decreasing in its base
-// amount), so it goes to not_applicable and out of the search. Exclusive
-// coupons are candidates on their own. The rest fall into groups: for each
-// merchant its goods coupons, the platform goods coupons, the shipping coupons.
+// Preparation. Every coupon is checked alone at the quote time. One that
+// gives no discount alone can never give one in a combination (amounts only go
+// down when other coupons apply, and every discount is non-decreasing in its
+// base amount), so it goes to not_applicable and out of the search. Exclusive
+// coupons are candidates on their own. The rest fall into groups: each
+// merchant's goods coupons, the platform goods coupons, the shipping coupons.
 // A merchant coupon works on line totals (nothing applies before step 1), so
 // its discount d and its per-line shares are fixed; only two scalars couple it
-// to the rest: how much it lowers the chosen platform coupon's eligible amount
-// (r <= d, its shares on the platform coupon's lines) and how much it lowers G.
+// to the rest: r, how much it lowers the chosen platform coupon's eligible
+// amount (its shares on that coupon's lines, so r <= d), and d itself, which
+// lowers G.
 //
-// Search. For each platform choice p (none, or each platform coupon) a
+// Branches. For each platform choice p (none, or one platform coupon) a
 // depth-first branch and bound picks one option (a coupon or none) per
-// merchant. A node carries D (merchant discounts so far) and R (reduction of
-// p's eligible amount S0). At a leaf the goods discount is Φ = D + f_p(S0-R),
-// the shipping coupon is the best one with threshold <= goods_total-Φ, and
-// the total is Φ plus its discount. Within the branch of p only leaves where p
-// contributes (S0-R >= smin_p) are kept: a choice where p gives 0 is the same
-// combination as the choice without p, met in the "none" branch.
+// merchant. A node carries D (merchant discounts so far) and R (the reduction
+// of p's eligible amount S0). At a leaf the goods discount is Φ = D +
+// f_p(S0-R), the shipping coupon is the best one with threshold <=
+// goods_total-Φ, and the total is Φ plus its discount. In p's branch only
+// leaves where p gives a discount are kept (R <= S0-smin_p): a choice where p
+// gives 0 is the same combination as that choice without p, which the "none"
+// branch meets. Branches run best root bound first.
 //
-// Bounds. (1) f_p is 1-Lipschitz on [smin_p, ∞) (min(amount, S) trivially;
+// Bounds. (1) f_p is 1-Lipschitz above smin_p (min(amount, S) clearly;
 // floor(S*pct/100) capped, because pct < 100) and r <= d, so adding a merchant
-// option never lowers Φ in p's branch: the node's own Φlo = D + f_p(S0-R) is a
-// lower bound of every leaf below it. (2) Φ <= Φhi = Φlo + LP, where LP is the
-// linear relaxation of the multiple-choice knapsack "max Σd subject to
-// Σr <= S0-smin_p-R" over the remaining merchants (upper concave hull of each
-// merchant's (r, d) points, increments taken by decreasing slope, exact
-// integer ratios); f_p(S0-R-R') <= f_p(S0-R) since f_p is non-decreasing.
-// (3) The shipping discount depends only on Φ through "threshold <=
-// goods_total-Φ", so a leaf's total is at most max(Φhi, max over shipping
-// coupons h with goods_total-threshold_h >= Φlo of v_h + min(Φhi,
-// goods_total-threshold_h)). A node is cut when this bound is below the
-// incumbent's total; at equality it is cut only when the tie-break test below
-// proves no leaf under it can win the tie.
+// option never lowers Φ in p's branch: Φlo = D + f_p(S0-R) bounds every leaf
+// below from under. (2) Φ <= Φlo + B(k, S0-smin_p-R), B bounding the
+// multiple-choice knapsack "largest Σd of the remaining merchants with
+// Σr <= capacity" (f_p can only drop): first its linear relaxation (the upper
+// concave hull of each merchant's (r, d) points, slopes compared exactly in
+// 128 bits); once a branch has searched KnapAfter nodes, a table by dynamic
+// programming over the capacity, exact when it fits MaxKnapCells (a bitset of
+// reachable sums when every option has d == r, the usual case of a platform
+// coupon over every line), else over capacities and weights divided by q,
+// rounded down, which still bounds from above. The table also orders the
+// children, best bound first. (3) The shipping discount depends on Φ only
+// through "threshold <= goods_total-Φ", so a leaf's total is at most
+// max(Φhi, max over shipping coupons h with goods_total-threshold_h >= Φlo of
+// v_h + min(Φhi, goods_total-threshold_h)).
 //
-// Reductions, each proved by "single replacement": swapping one coupon of a
+// Reductions, each proved by single replacement: swapping one coupon of a
 // combination for another of the same group that leaves every amount the same
-// (or better) gives a valid combination whose sorted valid_until list, and at
-// equal lists whose sorted id list, is element-wise no later/smaller, hence
-// not worse in the tie-break order. So: merchant coupons with identical share
-// vectors, platform coupons with identical eligible lines and discount
-// function, and merchant options with equal (d, r) in a branch keep only the
-// earliest (valid_until, coupon_id); of the shipping coupons only those not
-// dominated (higher-or-equal discount, lower-or-equal threshold, better key)
-// are kept, and a leaf takes the best feasible one. When no shipping threshold
-// can bind in a branch (goods_total-threshold >= Φhi at the root for every
-// kept shipping coupon), a merchant option with d' >= d, r' <= r and (d' > d or
-// a better key) dominates another (and one with r = 0 dominates "none"), so a
-// merchant left with one choice is fixed.
+// (or better) gives a valid combination at least as good, and at an equal
+// total its sorted valid_until list, and at equal lists its sorted id list,
+// is element-wise no later / no larger, hence not worse. So merchant coupons
+// with identical share vectors, platform coupons with identical eligible lines
+// and discount function, and merchant options with equal (d, r) in a branch
+// keep only the earliest (valid_until, coupon_id); shipping coupons dominated
+// by one with a discount at least as high, a threshold at least as low and a
+// better key are dropped, and a leaf takes the best feasible one. When no
+// shipping threshold can bind in a branch, an option with d' >= d, r' <= r and
+// (d' > d or a better key) beats another in every completion (and one with
+// r = 0 beats "none"), so a merchant left with one choice is fixed.
+//
+// Phase 1 finds the best total T*. A node is cut when its bound is below the
+// incumbent's total. Nodes whose bound equals it can only hold ties; they are
+// followed, comparing keys at equal totals, until MaxTieWork of them, and if
+// that suffices the incumbent is the answer. Otherwise phase 2 (tie.go) builds
+// the tie-break winner greedily from the best key's first element on, asking
+// an oracle (the same search with constraints: counts of coupons per
+// valid_until value, coupons forced in or out) whether some combination still
+// reaches T*.
 //
 // # Exactness
 //
-// Every valid combination's outcome equals that of a leaf of exactly one branch
-// (its platform coupon, or none), with the shipping coupon replaced by the
-// best feasible one, which is at least as good (strictly more total, or the
-// same total and a better key). Cut subtrees hold only leaves with a total
-// below the incumbent's, or equal totals that lose the tie-break (the bounds
-// above are valid upper bounds; the tie test only cuts when every completion
-// loses). Reductions only drop options that some kept option beats or ties
-// with a better key in every completion. The incumbent is replaced when a leaf
-// has a larger total, or an equal total and a smaller key (sorted valid_until
-// list, a shorter list winning a tie of its prefix; then sorted ids), so the
-// final incumbent is the unique best combination. The search has a work cap
-// (MaxWork): the problem is NP-hard, so when the cap is hit Best returns
-// ErrTooComplex rather than a combination it cannot prove best.
+// Every valid combination has the outcome of a leaf of exactly one branch
+// (its platform coupon, or none) with its shipping coupon replaced by the
+// best feasible one, which is at least as good; the reductions only drop
+// options that a kept option beats, or ties with a better key, in every
+// completion, so the best combination is a leaf of the reduced search. All
+// bounds are upper bounds of every leaf below (the tables are exact or a
+// relaxation; the linear relaxation is one), so phase 1 never cuts a leaf with
+// a total above the incumbent's, and while it follows ties never one with an
+// equal total: its final incumbent is T*, and the best combination when it
+// followed every tie. Phase 2 settles the key over the same leaves. Lists
+// compare like strings where "end" is the smallest symbol; with the counts of
+// earlier valid_until values fixed, ending is best if some combination
+// reaching T* allows it, else one more coupon of the current value beats any
+// later value; with all counts fixed the lists are equal and the sorted ids,
+// all of one length, are minimised coupon by coupon. Each step asks the oracle,
+// which cuts only by the same upper bounds and by counts that can no longer be
+// met, so its answers are exact, and the greedy lands on the unique best
+// combination. The problem is NP-hard, so the work is capped (MaxWork): past
+// it Best returns an error matching ErrTooComplex, never a combination it has
+// not proved best.
 package pricing
 
 import (
@@ -205,13 +224,11 @@ type engine struct {
 	wit         []int32 // the oracle's witness
 	wb          branch  // working branch of the oracle
 	pool        []bopt  // its options
-	kb          *branch // the branch whose knapsack table bounds wb (wb itself if none)
 	oracleNodes int64   // nodes of the current oracle search
 	oracleLimit int64   // ... after which it restarts with a table of its own
 	restart     bool
 	wknap       knap  // that table
 	knapCells   int64 // cells of the knapsack tables kept by branches
-	trace       func(bool, int64)
 
 	// scratch
 	rem   []uint64

@@ -236,7 +236,7 @@ func TestValidityEdges(t *testing.T) {
 			total: 10, chosen: []string{"x"}},
 		{name: "times in another zone compare as instants", cart: one,
 			coupons: []Coupon{direct("x", P, 10).until(0)}, at: at0.In(time.FixedZone("CST", 8*3600)),
-			total:   0, notAppl: map[string]string{"x": ReasonExpired}},
+			total: 0, notAppl: map[string]string{"x": ReasonExpired}},
 	})
 }
 

@@ -32,7 +32,7 @@ type branch struct {
 	pi       int // index into e.plats, -1 for none
 	fn       goodsFn
 	s0, rmax int64
-	d0, r0   int64   // discount and reduction of the fixed part
+	d0       int64   // discount of the fixed part (its reduction is 0)
 	fixed    []int32 // its merchant coupons
 	ms       []bmer
 	incs     []inc   // all hull increments, slope desc
@@ -41,7 +41,7 @@ type branch struct {
 	sufMaxD  []int64 // Σ over merchants >= k of the best d
 	choice   []int   // option per depth, -1 none
 	rootUB   int64   // bound of the whole branch
-	nodes    int64   // nodes searched so far (phase 1 and oracle)
+	nodes    int64   // nodes phase 1 searched in this branch
 	knap     *knap   // exact knapsack bound, built once the branch proves hard
 	knapDone bool    // knap built or refused (too large)
 	sup      [][]int // oracle: per constrained class, merchants >= k offering it
@@ -68,7 +68,7 @@ func (e *engine) search() {
 	slices.SortStableFunc(e.branches, func(a, b *branch) int { return cmp64(b.rootUB, a.rootUB) })
 	for _, b := range e.branches {
 		if b.rootUB > e.tstar || b.rootUB == e.tstar && e.ties {
-			e.dfsValue(b, 0, b.d0, b.r0)
+			e.dfsValue(b, 0, b.d0, 0)
 		}
 		if e.aborted {
 			return
@@ -183,8 +183,8 @@ func (e *engine) buildBranch(pi int) *branch {
 		e.reduce(b)
 		e.prepBranch(b)
 	}
-	phiLo := b.d0 + e.fAt(b, b.r0)
-	b.rootUB = e.shipUB(phiLo, phiLo+e.lp(b, 0, b.rmax-b.r0))
+	phiLo := b.d0 + e.fAt(b, 0)
+	b.rootUB = e.shipUB(phiLo, phiLo+e.lp(b, 0, b.rmax))
 	return b
 }
 
@@ -414,7 +414,7 @@ func (e *engine) dfsValue(b *branch, k int, d, r int64) {
 	if b.nodes++; b.nodes > e.knapAfter && !b.knapDone {
 		e.buildKnap(b)
 	}
-	switch ub := e.shipUB(phiLo, phiLo+e.goodsUB(b, b, k, capacity)); {
+	switch ub := e.shipUB(phiLo, phiLo+e.goodsUB(b, k, capacity)); {
 	case ub < e.tstar:
 		return
 	case ub == e.tstar:
@@ -428,7 +428,7 @@ func (e *engine) dfsValue(b *branch, k int, d, r int64) {
 			return
 		}
 	}
-	for _, j := range e.children(b, b, k, capacity) {
+	for _, j := range e.children(b, k, capacity) {
 		b.choice[k] = j
 		if j < 0 {
 			e.dfsValue(b, k+1, d, r)
@@ -442,21 +442,20 @@ func (e *engine) dfsValue(b *branch, k int, d, r int64) {
 	}
 }
 
-// goodsUB bounds Σd over the merchants >= k of w given capacity: the exact
-// knapsack table of base (whose merchants w shares, depth for depth, with
-// options that are a subset) when it has one, else the linear relaxation.
-func (e *engine) goodsUB(w, base *branch, k int, capacity int64) int64 {
-	if base.knap != nil {
+// goodsUB bounds Σd over the merchants >= k of b given capacity: by b's
+// knapsack table when it has one, else by the linear relaxation.
+func (e *engine) goodsUB(b *branch, k int, capacity int64) int64 {
+	if b.knap != nil {
 		e.work++
-		return base.knap.at(k, capacity)
+		return b.knap.at(k, capacity)
 	}
-	return e.lp(w, k, capacity)
+	return e.lp(b, k, capacity)
 }
 
 // children lists the choices at depth k that fit capacity (option indices,
 // -1 for none): in option order, or best bound first when the knapsack table
 // can rank them (then the first leaf reached is often already the best).
-func (e *engine) children(w, base *branch, k int, capacity int64) []int {
+func (e *engine) children(w *branch, k int, capacity int64) []int {
 	for len(w.kids) <= k {
 		w.kids = append(w.kids, nil)
 		w.kidUB = append(w.kidUB, nil)
@@ -466,19 +465,19 @@ func (e *engine) children(w, base *branch, k int, capacity int64) []int {
 	for j := range m.opts {
 		if o := &m.opts[j]; o.r <= capacity {
 			kids = append(kids, j)
-			if base.knap != nil {
-				ubs = append(ubs, o.d+base.knap.at(k+1, capacity-o.r))
+			if w.knap != nil {
+				ubs = append(ubs, o.d+w.knap.at(k+1, capacity-o.r))
 			}
 		}
 	}
 	if m.none {
 		kids = append(kids, -1)
-		if base.knap != nil {
-			ubs = append(ubs, base.knap.at(k+1, capacity))
+		if w.knap != nil {
+			ubs = append(ubs, w.knap.at(k+1, capacity))
 		}
 	}
-	if base.knap != nil {
-		e.work += int64(len(kids)) // table reads, often cache misses
+	if w.knap != nil {
+		e.work += int64(len(kids))       // table reads, often cache misses
 		for i := 1; i < len(kids); i++ { // insertion sort, stable, bound desc
 			for x := i; x > 0 && ubs[x] > ubs[x-1]; x-- {
 				ubs[x], ubs[x-1] = ubs[x-1], ubs[x]

@@ -28,7 +28,12 @@ import (
 // The oracle searches the same families as phase 1 (the per-branch reduced
 // options; the best combination is in them, see the package doc) for any
 // combination with total exactly T* (nothing exceeds T*) that meets the
-// constraints: per-class count bounds, coupons forced in and out. A witness
+// constraints: per-class count bounds, coupons forced in and out. It filters
+// the options that can no longer be taken, puts first the merchants that are
+// forced or can fill a class short of its lower bound, cuts on the phase-1
+// bounds (below T*) and on lower bounds that the remaining merchants can no
+// longer meet, and checks every constraint at the leaf. A question that turns
+// out long starts again with a knapsack table of its own options. A witness
 // found on the way answers later questions it already satisfies.
 
 type cons struct {
@@ -243,15 +248,6 @@ func (e *engine) force(ci int32, on bool) {
 // oracle reports whether a combination of the families reaches T* under the
 // constraints; the combination is left in e.wit.
 func (e *engine) oracle() bool {
-	w0 := e.work
-	ok := e.oracle1()
-	if e.trace != nil {
-		e.trace(ok, e.work-w0)
-	}
-	return ok
-}
-
-func (e *engine) oracle1() bool {
 	c := &e.con
 	c.loList = c.loList[:0]
 	for s, v := range c.lo {
@@ -315,7 +311,7 @@ func (e *engine) oracleBranch(b *branch) bool {
 	}
 	w := &e.wb
 	w.pi, w.fn, w.s0, w.rmax = b.pi, b.fn, b.s0, b.rmax
-	w.d0, w.r0 = b.d0, 0
+	w.d0 = b.d0
 	w.fixed = append(w.fixed[:0], b.fixed...)
 	w.ms = w.ms[:0]
 	matched := 0
@@ -382,7 +378,6 @@ func (e *engine) oracleBranch(b *branch) bool {
 		}
 		sortMerchants(w.ms)
 		e.prepBranch(w)
-		e.kb = w
 		n := len(w.ms)
 		for len(w.sup) < len(c.loList) {
 			w.sup = append(w.sup, nil)
@@ -438,7 +433,7 @@ func (e *engine) dfsOracle(w *branch, k int, d, r int64) bool {
 	if e.restart {
 		return false
 	}
-	if e.shipUB(phiLo, phiLo+e.goodsUB(w, e.kb, k, capacity)) < e.tstar {
+	if e.shipUB(phiLo, phiLo+e.goodsUB(w, k, capacity)) < e.tstar {
 		return false
 	}
 	short := 0
@@ -457,7 +452,7 @@ func (e *engine) dfsOracle(w *branch, k int, d, r int64) bool {
 	if short > len(w.ms)-k+1 {
 		return false
 	}
-	for _, j := range e.children(w, e.kb, k, capacity) {
+	for _, j := range e.children(w, k, capacity) {
 		w.choice[k] = j
 		var found bool
 		if j < 0 {

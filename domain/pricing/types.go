@@ -9,24 +9,26 @@ import (
 // Limits on one call. Money limits reuse domain.MaxMoney, so every sum the
 // engine forms (goods total + shipping fee, a discount, S*percent_off) stays far
 // below the int64 range; the only wider products are d*a_i in the spread and
-// the ratios of the search bound, which use 128-bit arithmetic (math/bits).
+// the slopes of the search bound, which use 128-bit arithmetic (math/bits).
 const (
 	MaxLines   = 500 // lines per cart
 	MaxCoupons = 500 // coupons per call
-	// MaxWork bounds the search effort (nodes visited plus bound steps). Choosing
-	// the best combination is NP-hard in general (a subset-sum instance fits in
-	// one platform threshold or one shipping threshold), so an adversarial input
-	// can need exponential time. Rather than answer inexactly, Best stops after
-	// MaxWork units (tens of milliseconds) and returns an ErrTooComplex error.
-	// Ordinary carts use a few hundred to a few thousand units.
+	// MaxWork bounds the search effort (nodes, bound steps, table cells, in
+	// units of roughly 10-25 ns). Choosing the best combination is NP-hard in
+	// general (a subset-sum instance fits in one platform threshold or one
+	// shipping threshold), so an adversarial input can need exponential time.
+	// Rather than answer inexactly, Best stops after MaxWork units (about 50 ms)
+	// with an error matching ErrTooComplex. Ordinary wallets use a few hundred
+	// to a few hundred thousand units.
 	MaxWork = 2_000_000
 	// MaxTieWork bounds the nodes phase 1 visits only because they may hold a
 	// combination tying with the best total; past it, phase 2 settles the
 	// tie-break (see tie.go).
 	MaxTieWork = 20_000
-	// KnapAfter is the number of nodes after which a branch builds its exact
-	// knapsack table (at most MaxKnapCells cells of 8 bytes, 16 MiB) to bound
-	// the merchants' discounts under the platform threshold exactly.
+	// KnapAfter is the number of nodes after which a branch (or one question of
+	// phase 2) builds a knapsack table to bound the merchants' discounts under
+	// the platform coupon's threshold. A table has at most MaxKnapCells cells
+	// (4 or 8 bytes each, or bits); the branches keep at most 4*MaxKnapCells.
 	KnapAfter    = 20_000
 	MaxKnapCells = 1 << 20
 )
