@@ -91,13 +91,19 @@ func PricingCoupon(c projections.ViewCoupon) pricing.Coupon {
 
 // Quote prices the cart with the best combination of the user's usable
 // coupons (locked ones are held by an order and left out).
-func (q *Checkout) Quote(ctx context.Context, userID string, cart pricing.Cart) (pricing.Quote, error) {
+//
+// A checkout must never be blocked: when the engine cannot prove the best
+// combination within its work budget (a wallet of hundreds of coupons from
+// dozens of merchants, see pricing.ErrTooComplex), the quote is computed
+// exactly over the coupons that give the most alone, halving their number
+// until it can, and says so (Exact false, OmittedCoupons).
+func (q *Checkout) Quote(ctx context.Context, userID string, cart pricing.Cart) (CheckoutQuote, error) {
 	if err := domain.ValidateID("user_id", userID); err != nil {
-		return pricing.Quote{}, err
+		return CheckoutQuote{}, err
 	}
 	all, err := q.coupons.All(ctx, userID)
 	if err != nil {
-		return pricing.Quote{}, err
+		return CheckoutQuote{}, err
 	}
 	cs := make([]pricing.Coupon, 0, len(all))
 	for _, c := range all {
@@ -106,10 +112,68 @@ func (q *Checkout) Quote(ctx context.Context, userID string, cart pricing.Cart) 
 		}
 	}
 	now := q.clock.Now()
+	var qt pricing.Quote
 	if len(cs) <= pricing.MaxCoupons {
-		return quote(cart, cs, now)
+		qt, err = pricing.Best(cart, cs, now)
+	} else {
+		qt, err = quoteMany(cart, cs, now)
 	}
-	return quoteMany(cart, cs, now)
+	if errors.Is(err, pricing.ErrTooComplex) {
+		return quoteReduced(cart, cs, now)
+	}
+	return CheckoutQuote{Quote: qt, Exact: true}, err
+}
+
+// CheckoutQuote is a checkout answer: Exact is false when the combination
+// is the best over a subset of the wallet (OmittedCoupons were left out).
+type CheckoutQuote struct {
+	pricing.Quote
+	Exact          bool     `json:"exact"`
+	OmittedCoupons []string `json:"omitted_coupons,omitempty"`
+}
+
+// quoteReduced keeps the coupons giving the most alone, halving until the
+// engine can prove the best combination among them.
+func quoteReduced(cart pricing.Cart, cs []pricing.Coupon, at time.Time) (CheckoutQuote, error) {
+	type scored struct {
+		c pricing.Coupon
+		d int64
+	}
+	var ss []scored
+	for _, c := range cs {
+		qt, err := pricing.Best(cart, []pricing.Coupon{c}, at)
+		if err != nil {
+			return CheckoutQuote{}, err
+		}
+		if qt.TotalDiscount > 0 {
+			ss = append(ss, scored{c, qt.TotalDiscount})
+		}
+	}
+	sortBy(ss, func(a, b scored) bool {
+		if a.d != b.d {
+			return a.d > b.d
+		}
+		return a.c.CouponID < b.c.CouponID
+	})
+	for n := len(ss) / 2; n >= 1; n /= 2 {
+		keep := make([]pricing.Coupon, n)
+		for i := range keep {
+			keep[i] = ss[i].c
+		}
+		qt, err := pricing.Best(cart, keep, at)
+		if errors.Is(err, pricing.ErrTooComplex) {
+			continue
+		}
+		if err != nil {
+			return CheckoutQuote{}, err
+		}
+		out := CheckoutQuote{Quote: qt}
+		for _, s := range ss[n:] {
+			out.OmittedCoupons = append(out.OmittedCoupons, s.c.CouponID)
+		}
+		return out, nil
+	}
+	return CheckoutQuote{}, domain.Errorf(domain.ErrInvalidArgument, "coupons: too many interacting coupons to price this cart")
 }
 
 // quoteMany prices a cart with more coupons than Best takes in one call.
@@ -163,12 +227,10 @@ func (q *Checkout) WhatIf(cart pricing.Cart, coupons []pricing.Coupon, at time.T
 	return quote(cart, coupons, at)
 }
 
+// quote prices with the engine; its refusals (bad input, or a search past
+// its budget: pricing.ErrTooComplex) match domain.ErrInvalidArgument.
 func quote(cart pricing.Cart, cs []pricing.Coupon, at time.Time) (pricing.Quote, error) {
-	qt, err := pricing.Best(cart, cs, at)
-	if errors.Is(err, pricing.ErrTooComplex) {
-		return qt, domain.Errorf(domain.ErrInvalidArgument, "%v: too many interacting coupons to prove the best combination; remove some", err)
-	}
-	return qt, err
+	return pricing.Best(cart, cs, at)
 }
 
 // ProductBatch is a batch shown on a product page.
