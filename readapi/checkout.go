@@ -112,16 +112,19 @@ func (q *Checkout) Quote(ctx context.Context, userID string, cart pricing.Cart) 
 		}
 	}
 	now := q.clock.Now()
-	var qt pricing.Quote
+	var (
+		qt      pricing.Quote
+		omitted []string
+	)
 	if len(cs) <= pricing.MaxCoupons {
 		qt, err = pricing.Best(cart, cs, now)
 	} else {
-		qt, err = quoteMany(cart, cs, now)
+		qt, omitted, err = quoteMany(cart, cs, now)
 	}
 	if errors.Is(err, pricing.ErrTooComplex) {
 		return quoteReduced(cart, cs, now)
 	}
-	return CheckoutQuote{Quote: qt, Exact: true}, err
+	return CheckoutQuote{Quote: qt, Exact: len(omitted) == 0, OmittedCoupons: omitted}, err
 }
 
 // CheckoutQuote is a checkout answer: Exact is false when the combination
@@ -183,7 +186,7 @@ func quoteReduced(cart pricing.Cart, cs []pricing.Coupon, at time.Time) (Checkou
 // with yet, other merchants' coupons, ...): the answer stays exact as long as
 // at most MaxCoupons coupons apply to this cart. Past that, the ones expiring
 // soonest are kept (they are the ones a shopper should use first).
-func quoteMany(cart pricing.Cart, cs []pricing.Coupon, at time.Time) (pricing.Quote, error) {
+func quoteMany(cart pricing.Cart, cs []pricing.Coupon, at time.Time) (qt pricing.Quote, omitted []string, err error) {
 	var (
 		apply []pricing.Coupon
 		na    []pricing.NotApplicable
@@ -193,7 +196,7 @@ func quoteMany(cart pricing.Cart, cs []pricing.Coupon, at time.Time) (pricing.Qu
 		one[0] = c
 		qt, err := pricing.Best(cart, one[:], at)
 		if err != nil {
-			return qt, err
+			return qt, nil, err
 		}
 		if len(qt.NotApplicable) > 0 {
 			na = append(na, qt.NotApplicable...)
@@ -208,15 +211,17 @@ func quoteMany(cart pricing.Cart, cs []pricing.Coupon, at time.Time) (pricing.Qu
 			}
 			return a.CouponID < b.CouponID
 		})
+		for _, c := range apply[pricing.MaxCoupons:] {
+			omitted = append(omitted, c.CouponID)
+		}
 		apply = apply[:pricing.MaxCoupons]
 	}
-	qt, err := quote(cart, apply, at)
-	if err != nil {
-		return qt, err
+	if qt, err = quote(cart, apply, at); err != nil {
+		return qt, nil, err
 	}
 	// The engine only saw coupons that apply alone: its own list is empty.
 	qt.NotApplicable = append(na, qt.NotApplicable...)
-	return qt, nil
+	return qt, omitted, nil
 }
 
 // WhatIf prices a cart with inline coupon definitions at a given time.

@@ -810,8 +810,8 @@ func TestCheckoutQuoteBeyondMaxCoupons(t *testing.T) {
 		Coupons:       []pricing.AppliedCoupon{{CouponID: "m1", Discount: 1000}, {CouponID: "best", Discount: 5000}},
 		Lines:         []pricing.LineQuote{{LineID: "l1", Discount: 6000, Payable: 4000}},
 		NotApplicable: wantNA}
-	if !reflect.DeepEqual(q, want) {
-		t.Fatalf("quote with %d coupons\n got  %+v\n want %+v", len(cs), q, want)
+	if !reflect.DeepEqual(q.Quote, want) || !q.Exact || len(q.OmittedCoupons) != 0 {
+		t.Fatalf("quote with %d coupons\n got  %+v\n want %+v, exact", len(cs), q, want)
 	}
 
 	// More than MaxCoupons apply: the ones expiring soonest are priced
@@ -825,7 +825,8 @@ func TestCheckoutQuoteBeyondMaxCoupons(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if q.TotalDiscount != 100+pricing.MaxCoupons-1 || len(q.Coupons) != 1 || q.Coupons[0].CouponID != fmt.Sprintf("y%03d", pricing.MaxCoupons-1) {
+	if q.TotalDiscount != 100+pricing.MaxCoupons-1 || len(q.Coupons) != 1 || q.Coupons[0].CouponID != fmt.Sprintf("y%03d", pricing.MaxCoupons-1) ||
+		q.Exact || len(q.OmittedCoupons) != 1 || q.OmittedCoupons[0] != fmt.Sprintf("y%03d", pricing.MaxCoupons) {
 		t.Fatalf("quote over MaxCoupons applicable: %+v", q)
 	}
 
