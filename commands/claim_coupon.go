@@ -27,7 +27,19 @@ type ClaimCouponHandler struct {
 	settleTimeout time.Duration
 	// keeper, when set, is kicked when the guard turns out empty.
 	keeper *GuardKeeper
+	// confirmer confirms durable claims; the guard itself unless set.
+	confirmer Confirmer
 }
+
+// Confirmer confirms a reservation whose claim is durable, possibly later
+// and in bulk (a lost confirm is settled by the reconciler).
+type Confirmer interface {
+	Confirm(ctx context.Context, batchID, couponID string) error
+}
+
+// SetConfirmer routes the confirms of durable claims through c (e.g. a
+// bulk confirmer that saves the claim path one Redis round trip).
+func (h *ClaimCouponHandler) SetConfirmer(c Confirmer) { h.confirmer = c }
 
 // SetKeeper makes the handler start a guard recovery when it finds the
 // guard empty (Redis lost its data).
@@ -109,7 +121,11 @@ func (h *ClaimCouponHandler) appendClaim(ctx context.Context, couponID string, c
 	ar, err := h.d.Repo.SaveCoupon(ctx, c)
 	if err == nil {
 		// Best effort: an unconfirmed reservation is confirmed by the reconciler.
-		_ = h.d.Guard.Confirm(ctx, cmd.BatchID, couponID)
+		confirm := h.d.Guard.Confirm
+		if h.confirmer != nil {
+			confirm = h.confirmer.Confirm
+		}
+		_ = confirm(ctx, cmd.BatchID, couponID)
 		return Result[*domain.Coupon]{Aggregate: c, Position: ar.Position, Changed: true}, nil
 	}
 	if errors.Is(err, domain.ErrConcurrency) {

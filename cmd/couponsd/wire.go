@@ -184,6 +184,9 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	workers.SetKeeper(a.keeper)
 	goRun(workers.Run)
+	confirmer := a.guard.NewConfirmer(0, log)
+	a.handlers.Claim.SetConfirmer(confirmer)
+	goRun(confirmer.Run)
 
 	httpSrv := srv.HTTPServer(cfg.Addr)
 	errc := make(chan error, 1)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"strings"
 	"testing"
@@ -577,6 +578,34 @@ func TestCommandErrorIsNotUnavailable(t *testing.T) {
 		var rerr redis.Error
 		if !errors.As(err, &rerr) {
 			t.Errorf("redis error lost from the chain: %v", err)
+		}
+	})
+}
+
+func TestConfirmerConfirmsInBulk(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *env) {
+		ctx := context.Background()
+		b := batch("CF", 0, 100, 1)
+		if err := e.g.SyncBatch(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+		c := e.g.NewConfirmer(8, slog.New(slog.DiscardHandler))
+		rctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { c.Run(rctx); close(done) }()
+		for i := range 50 { // more than the buffer: some confirm synchronously
+			id := fmt.Sprintf("c%02d", i)
+			if _, err := e.g.Reserve(ctx, "CF", "u"+id, "", id, b.ClaimStartsAt); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.Confirm(ctx, "CF", id); err != nil {
+				t.Fatal(err)
+			}
+		}
+		cancel()
+		<-done // Run sends what is queued before it returns
+		if p, err := e.g.Pending(ctx, b.ClaimEndsAt, 0); err != nil || len(p) != 0 {
+			t.Fatalf("pending after the confirmer stopped: %d %v", len(p), err)
 		}
 	})
 }
