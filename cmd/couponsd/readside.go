@@ -2,13 +2,16 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/elastic/go-elasticsearch/v8"
 	"github.com/prometheus/client_golang/prometheus"
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/couponsd/couponsd/commands"
 	"github.com/couponsd/couponsd/infra/history/boltindex"
@@ -216,7 +219,7 @@ func (a *app) verifier(rs *readSide) func(ctx context.Context) (any, error) {
 // embedded bbolt index in the data dir.
 func (a *app) openHistory(ctx context.Context) (projections.HistoryIndex, error) {
 	if a.cfg.ElasticsearchURL == "" {
-		hist, err := boltindex.Open(filepath.Join(a.cfg.DataDir, "history"), boltindex.Options{NoSync: true})
+		hist, err := a.openBoltHistory(filepath.Join(a.cfg.DataDir, "history"))
 		if err != nil {
 			return nil, err
 		}
@@ -231,4 +234,30 @@ func (a *app) openHistory(ctx context.Context) (projections.HistoryIndex, error)
 	// batch (at most every 5 ms), and reads see every flushed batch, which
 	// read-your-writes (min_position) relies on.
 	return esindex.New(ctx, client, esindex.Options{Prefix: "couponsd-", Refresh: esindex.RefreshTrue})
+}
+
+// openBoltHistory opens the embedded history index. It is written without
+// fsync (a projection, rebuilt from the event store), so after an OS crash
+// the file may be damaged: it is then moved aside and a fresh index is
+// created, which the history projector fills again from the first event.
+func (a *app) openBoltHistory(dir string) (hist *boltindex.Index, err error) {
+	damaged := false
+	open := func() (h *boltindex.Index, err error) {
+		defer func() {
+			if r := recover(); r != nil { // bbolt panics on some damaged pages
+				damaged, err = true, fmt.Errorf("history index damaged: %v", r)
+			}
+		}()
+		return boltindex.Open(dir, boltindex.Options{NoSync: true})
+	}
+	hist, err = open()
+	if err == nil || !(damaged || errors.Is(err, bolt.ErrInvalid) || errors.Is(err, bolt.ErrChecksum) || errors.Is(err, bolt.ErrVersionMismatch)) {
+		return hist, err // fine, or not a damaged file (locked by another process, permissions...)
+	}
+	aside := fmt.Sprintf("%s.damaged-%d", dir, time.Now().Unix())
+	a.log.Error("history index unreadable; moving it aside and rebuilding it from the event store", "err", err, "moved_to", aside)
+	if rerr := os.Rename(dir, aside); rerr != nil {
+		return nil, fmt.Errorf("%w (and moving it aside failed: %v)", err, rerr)
+	}
+	return open()
 }

@@ -129,7 +129,7 @@ func Open(dir string, opts Options) (*Index, error) {
 	if err != nil {
 		return nil, fmt.Errorf("boltindex: open %s: %w", path, err)
 	}
-	db.NoSync = false // every commit is fsync'd
+	db.NoSync = opts.NoSync // set after bolt.Open: opening itself always syncs
 	err = db.Update(initDB)
 	if err == nil && errors.Is(statErr, os.ErrNotExist) {
 		err = syncDir(dir) // make the new file's directory entry durable
