@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"github.com/couponsd/couponsd/infra/redistest"
 	"net"
 	"os"
 	"strconv"
@@ -253,8 +254,8 @@ func (h slotHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Proc
 
 func (h slotHook) check(keys []string, what string) {
 	for _, k := range keys[min(1, len(keys)):] {
-		if keySlot(k) != keySlot(keys[0]) && h.reported.Add(1) <= 3 {
-			h.t.Errorf("%s spans slots: %q (slot %d) and %q (slot %d)", what, keys[0], keySlot(keys[0]), k, keySlot(k))
+		if redistest.KeySlot(k) != redistest.KeySlot(keys[0]) && h.reported.Add(1) <= 3 {
+			h.t.Errorf("%s spans slots: %q (slot %d) and %q (slot %d)", what, keys[0], redistest.KeySlot(keys[0]), k, redistest.KeySlot(k))
 			return
 		}
 	}

@@ -1,58 +1,12 @@
 package redisguard
 
 import (
+	"github.com/couponsd/couponsd/infra/redistest"
 	"strings"
 	"testing"
 
 	"github.com/redis/go-redis/v9"
 )
-
-// crc16 is CRC-16/XMODEM (poly 0x1021, init 0), as in the Redis Cluster spec.
-func crc16(s string) uint16 {
-	var crc uint16
-	for i := 0; i < len(s); i++ {
-		crc ^= uint16(s[i]) << 8
-		for range 8 {
-			if crc&0x8000 != 0 {
-				crc = crc<<1 ^ 0x1021
-			} else {
-				crc <<= 1
-			}
-		}
-	}
-	return crc
-}
-
-// keySlot is HASH_SLOT from the Redis Cluster spec: if the key has a '{'
-// followed later by a '}' with at least one byte between them, only that
-// substring is hashed.
-func keySlot(key string) int {
-	if i := strings.IndexByte(key, '{'); i >= 0 {
-		if j := strings.IndexByte(key[i+1:], '}'); j > 0 {
-			key = key[i+1 : i+1+j]
-		}
-	}
-	return int(crc16(key) % 16384)
-}
-
-func TestKeySlotMatchesSpec(t *testing.T) {
-	if got := crc16("123456789"); got != 0x31C3 {
-		t.Fatalf("crc16(123456789) = %#x, want 0x31c3", got)
-	}
-	for key, want := range map[string]int{
-		"foo":                  12182, // CLUSTER KEYSLOT foo
-		"bar":                  5061,
-		"{user1000}.following": 3443,
-		"{user1000}.followers": 3443,
-		"foo{}{bar}":           8363, // empty tag: the whole key is hashed
-		"foo{{bar}}zap":        4015, // tag is "{bar"
-		"foo{bar}{zap}":        5061, // tag is "bar"
-	} {
-		if got := keySlot(key); got != want {
-			t.Errorf("keySlot(%q) = %d, want %d", key, got, want)
-		}
-	}
-}
 
 // TestScriptKeysShareSlot checks that each script is called with keys of a
 // single slot, whatever the batch id, and that the per-batch key set (used by
@@ -84,9 +38,9 @@ func TestScriptKeysShareSlot(t *testing.T) {
 					if !strings.HasPrefix(key, prefix) {
 						t.Errorf("%s: key %q lacks prefix %q", name, key, prefix)
 					}
-					if keySlot(key) != keySlot(keys[0]) {
+					if redistest.KeySlot(key) != redistest.KeySlot(keys[0]) {
 						t.Errorf("prefix %q batch %q script %s: %q in slot %d, %q in slot %d",
-							prefix, id, name, keys[0], keySlot(keys[0]), key, keySlot(key))
+							prefix, id, name, keys[0], redistest.KeySlot(keys[0]), key, redistest.KeySlot(key))
 					}
 				}
 			}

@@ -17,6 +17,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/couponsd/couponsd/infra/redistest"
 	"go/ast"
 	"go/parser"
 	"go/token"
@@ -48,54 +49,6 @@ import (
 	"github.com/couponsd/couponsd/infra/redisx"
 	"github.com/couponsd/couponsd/projections"
 )
-
-// crc16 is CRC-16/XMODEM (poly 0x1021, init 0), as in the Redis Cluster spec.
-func crc16(s string) uint16 {
-	var crc uint16
-	for i := 0; i < len(s); i++ {
-		crc ^= uint16(s[i]) << 8
-		for range 8 {
-			if crc&0x8000 != 0 {
-				crc = crc<<1 ^ 0x1021
-			} else {
-				crc <<= 1
-			}
-		}
-	}
-	return crc
-}
-
-// keySlot is HASH_SLOT of the Redis Cluster spec: when the key has a '{'
-// followed later by a '}' with at least one byte between them, only that
-// substring is hashed.
-func keySlot(key string) int {
-	if i := strings.IndexByte(key, '{'); i >= 0 {
-		if j := strings.IndexByte(key[i+1:], '}'); j > 0 {
-			key = key[i+1 : i+1+j]
-		}
-	}
-	return int(crc16(key) % 16384)
-}
-
-func TestKeySlotMatchesRedis(t *testing.T) {
-	if got := crc16("123456789"); got != 0x31C3 {
-		t.Fatalf("crc16(123456789) = %#x, want 0x31c3 (the spec's check value)", got)
-	}
-	// Values of CLUSTER KEYSLOT on a real Redis Cluster.
-	for key, want := range map[string]int{
-		"foo":                  12182,
-		"bar":                  5061,
-		"{user1000}.following": 3443,
-		"{user1000}.followers": 3443,
-		"foo{}{bar}":           8363, // empty tag: the whole key is hashed
-		"foo{{bar}}zap":        4015, // the tag is "{bar"
-		"foo{bar}{zap}":        5061, // the first tag, "bar"
-	} {
-		if got := keySlot(key); got != want {
-			t.Errorf("keySlot(%q) = %d, want %d", key, got, want)
-		}
-	}
-}
 
 // awkward are ids that try to break the hash tags: braces of their own,
 // separators, non-ASCII, long.
@@ -155,8 +108,8 @@ func TestKeyFamiliesShareOneSlot(t *testing.T) {
 				if !strings.HasPrefix(k, prefix) {
 					t.Errorf("%s: key %q lacks the prefix %q", name, k, prefix)
 				}
-				if keySlot(k) != keySlot(keys[0]) {
-					t.Errorf("prefix %q, %s: %q in slot %d, %q in slot %d", prefix, name, keys[0], keySlot(keys[0]), k, keySlot(k))
+				if redistest.KeySlot(k) != redistest.KeySlot(keys[0]) {
+					t.Errorf("prefix %q, %s: %q in slot %d, %q in slot %d", prefix, name, keys[0], redistest.KeySlot(keys[0]), k, redistest.KeySlot(k))
 					break
 				}
 			}
@@ -282,10 +235,10 @@ func (c *slotChecker) check(what string, keys []string) {
 	defer c.mu.Unlock()
 	c.maxKeys = max(c.maxKeys, len(keys))
 	for _, k := range keys[1:] {
-		if keySlot(k) != keySlot(keys[0]) {
+		if redistest.KeySlot(k) != redistest.KeySlot(keys[0]) {
 			if len(c.violations) < 20 {
 				c.violations = append(c.violations, fmt.Sprintf("%s spans slots: %q (slot %d) and %q (slot %d)",
-					what, keys[0], keySlot(keys[0]), k, keySlot(k)))
+					what, keys[0], redistest.KeySlot(keys[0]), k, redistest.KeySlot(k)))
 			}
 			return
 		}
@@ -465,8 +418,8 @@ func TestEveryScriptAndTransactionStaysInOneSlot(t *testing.T) {
 			if err != nil {
 				t.Fatalf("CLUSTER KEYSLOT %q: %v", k, err)
 			}
-			if int(got) != keySlot(k) {
-				t.Errorf("CLUSTER KEYSLOT %q = %d, keySlot = %d", k, got, keySlot(k))
+			if int(got) != redistest.KeySlot(k) {
+				t.Errorf("CLUSTER KEYSLOT %q = %d, keySlot = %d", k, got, redistest.KeySlot(k))
 			}
 		}
 		sc := newSlotChecker()
