@@ -93,3 +93,16 @@ func changeBatch(ctx context.Context, d Deps, id string, decide func(b *domain.B
 	// version, so a failure here is healed by a retry or the start-up sync.
 	return out, d.Guard.SyncBatch(ctx, GuardBatchOf(out.Aggregate))
 }
+
+// couponHandler is what the order-flow handlers share.
+type couponHandler struct {
+	repo  *Repository
+	clock domain.Clock
+}
+
+func newCouponHandler(name string, repo *Repository, clock domain.Clock) (couponHandler, error) {
+	if repo == nil || clock == nil {
+		return couponHandler{}, errors.New("commands: " + name + " needs a repository and a clock")
+	}
+	return couponHandler{repo: repo, clock: clock}, nil
+}

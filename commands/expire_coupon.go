@@ -2,7 +2,6 @@ package commands
 
 import (
 	"context"
-	"errors"
 
 	"github.com/couponsd/couponsd/domain"
 )
@@ -12,17 +11,15 @@ import (
 type ExpireCoupon struct{ CouponID string }
 
 // ExpireCouponHandler handles ExpireCoupon.
-type ExpireCouponHandler struct {
-	repo  *Repository
-	clock domain.Clock
-}
+type ExpireCouponHandler struct{ couponHandler }
 
 // NewExpireCouponHandler fails fast on missing dependencies.
 func NewExpireCouponHandler(repo *Repository, clock domain.Clock) (*ExpireCouponHandler, error) {
-	if repo == nil || clock == nil {
-		return nil, errors.New("commands: ExpireCouponHandler needs a repository and a clock")
+	ch, err := newCouponHandler("ExpireCouponHandler", repo, clock)
+	if err != nil {
+		return nil, err
 	}
-	return &ExpireCouponHandler{repo: repo, clock: clock}, nil
+	return &ExpireCouponHandler{ch}, nil
 }
 
 // Handle expires the coupon if it is usable and past its validity.

@@ -2,7 +2,6 @@ package commands
 
 import (
 	"context"
-	"errors"
 
 	"github.com/couponsd/couponsd/domain"
 )
@@ -16,17 +15,15 @@ type RedeemCoupon struct {
 }
 
 // RedeemCouponHandler handles RedeemCoupon.
-type RedeemCouponHandler struct {
-	repo  *Repository
-	clock domain.Clock
-}
+type RedeemCouponHandler struct{ couponHandler }
 
 // NewRedeemCouponHandler fails fast on missing dependencies.
 func NewRedeemCouponHandler(repo *Repository, clock domain.Clock) (*RedeemCouponHandler, error) {
-	if repo == nil || clock == nil {
-		return nil, errors.New("commands: RedeemCouponHandler needs a repository and a clock")
+	ch, err := newCouponHandler("RedeemCouponHandler", repo, clock)
+	if err != nil {
+		return nil, err
 	}
-	return &RedeemCouponHandler{repo: repo, clock: clock}, nil
+	return &RedeemCouponHandler{ch}, nil
 }
 
 // Handle redeems; repeats for the same order record nothing and succeed.

@@ -2,7 +2,6 @@ package commands
 
 import (
 	"context"
-	"errors"
 
 	"github.com/couponsd/couponsd/domain"
 )
@@ -12,17 +11,15 @@ import (
 type ReleaseExpiredHold struct{ CouponID string }
 
 // ReleaseExpiredHoldHandler handles ReleaseExpiredHold.
-type ReleaseExpiredHoldHandler struct {
-	repo  *Repository
-	clock domain.Clock
-}
+type ReleaseExpiredHoldHandler struct{ couponHandler }
 
 // NewReleaseExpiredHoldHandler fails fast on missing dependencies.
 func NewReleaseExpiredHoldHandler(repo *Repository, clock domain.Clock) (*ReleaseExpiredHoldHandler, error) {
-	if repo == nil || clock == nil {
-		return nil, errors.New("commands: ReleaseExpiredHoldHandler needs a repository and a clock")
+	ch, err := newCouponHandler("ReleaseExpiredHoldHandler", repo, clock)
+	if err != nil {
+		return nil, err
 	}
-	return &ReleaseExpiredHoldHandler{repo: repo, clock: clock}, nil
+	return &ReleaseExpiredHoldHandler{ch}, nil
 }
 
 // Handle releases the hold when it has run out.

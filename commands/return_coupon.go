@@ -2,7 +2,6 @@ package commands
 
 import (
 	"context"
-	"errors"
 
 	"github.com/couponsd/couponsd/domain"
 )
@@ -14,17 +13,15 @@ type ReturnCoupon struct {
 }
 
 // ReturnCouponHandler handles ReturnCoupon.
-type ReturnCouponHandler struct {
-	repo  *Repository
-	clock domain.Clock
-}
+type ReturnCouponHandler struct{ couponHandler }
 
 // NewReturnCouponHandler fails fast on missing dependencies.
 func NewReturnCouponHandler(repo *Repository, clock domain.Clock) (*ReturnCouponHandler, error) {
-	if repo == nil || clock == nil {
-		return nil, errors.New("commands: ReturnCouponHandler needs a repository and a clock")
+	ch, err := newCouponHandler("ReturnCouponHandler", repo, clock)
+	if err != nil {
+		return nil, err
 	}
-	return &ReturnCouponHandler{repo: repo, clock: clock}, nil
+	return &ReturnCouponHandler{ch}, nil
 }
 
 // Handle returns the coupon: usable again while valid, else expired.

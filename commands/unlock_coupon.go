@@ -2,7 +2,6 @@ package commands
 
 import (
 	"context"
-	"errors"
 
 	"github.com/couponsd/couponsd/domain"
 )
@@ -14,17 +13,15 @@ type UnlockCoupon struct {
 }
 
 // UnlockCouponHandler handles UnlockCoupon.
-type UnlockCouponHandler struct {
-	repo  *Repository
-	clock domain.Clock
-}
+type UnlockCouponHandler struct{ couponHandler }
 
 // NewUnlockCouponHandler fails fast on missing dependencies.
 func NewUnlockCouponHandler(repo *Repository, clock domain.Clock) (*UnlockCouponHandler, error) {
-	if repo == nil || clock == nil {
-		return nil, errors.New("commands: UnlockCouponHandler needs a repository and a clock")
+	ch, err := newCouponHandler("UnlockCouponHandler", repo, clock)
+	if err != nil {
+		return nil, err
 	}
-	return &UnlockCouponHandler{repo: repo, clock: clock}, nil
+	return &UnlockCouponHandler{ch}, nil
 }
 
 // Handle unlocks; a repeat for the same order succeeds and records nothing.
