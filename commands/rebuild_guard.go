@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/couponsd/couponsd/domain"
+	"github.com/couponsd/couponsd/domain/es"
 )
 
 // RebuildGuard recomputes the stock guard's whole state (policy and stock of
@@ -45,48 +46,42 @@ func (h *RebuildGuardHandler) Handle(ctx context.Context, _ RebuildGuard) (Rebui
 		}
 		return s
 	}
-	const page = 5000
-	for {
-		recs, err := h.d.Repo.Store().ReadAll(ctx, rep.Position, page)
+	err := es.Scan(ctx, h.d.Repo.Store(), 0, 5000, func(rec es.RecordedEvent) error {
+		rep.Position = rec.Position
+		if !strings.HasPrefix(rec.Type, "batch.") && rec.Type != domain.EvCouponClaimed && rec.Type != domain.EvCouponGranted {
+			return nil
+		}
+		e, err := h.d.Repo.Registry().Unmarshal(rec.Type, rec.Data)
 		if err != nil {
-			return rep, err
+			return err
 		}
-		for _, rec := range recs {
-			rep.Position = rec.Position
-			if !strings.HasPrefix(rec.Type, "batch.") && rec.Type != domain.EvCouponClaimed && rec.Type != domain.EvCouponGranted {
-				continue
+		switch e := e.(type) {
+		case *domain.CouponClaimed:
+			s := stateOf(e.Terms.BatchID)
+			s.Consumed++
+			s.PerUser[e.UserID]++
+			if e.IdempotencyKey != "" {
+				s.Idem[e.UserID+"\x00"+e.IdempotencyKey] = e.CouponID
 			}
-			e, err := h.d.Repo.Registry().Unmarshal(rec.Type, rec.Data)
-			if err != nil {
-				return rep, err
+			rep.Coupons++
+		case *domain.CouponGranted:
+			s := stateOf(e.Terms.BatchID)
+			s.Consumed++
+			s.PerUser[e.UserID]++
+			rep.Coupons++
+		default:
+			id := strings.TrimPrefix(rec.StreamID, "batch-")
+			b := batches[id]
+			if b == nil {
+				b = domain.NewBatchFromHistory(id, nil)
+				batches[id] = b
 			}
-			switch e := e.(type) {
-			case *domain.CouponClaimed:
-				s := stateOf(e.Terms.BatchID)
-				s.Consumed++
-				s.PerUser[e.UserID]++
-				if e.IdempotencyKey != "" {
-					s.Idem[e.UserID+"\x00"+e.IdempotencyKey] = e.CouponID
-				}
-				rep.Coupons++
-			case *domain.CouponGranted:
-				s := stateOf(e.Terms.BatchID)
-				s.Consumed++
-				s.PerUser[e.UserID]++
-				rep.Coupons++
-			default:
-				id := strings.TrimPrefix(rec.StreamID, "batch-")
-				b := batches[id]
-				if b == nil {
-					b = domain.NewBatchFromHistory(id, nil)
-					batches[id] = b
-				}
-				b.Apply(e)
-			}
+			b.Apply(e)
 		}
-		if len(recs) < page {
-			break
-		}
+		return nil
+	})
+	if err != nil {
+		return rep, err
 	}
 	out := make([]GuardBatchState, 0, len(batches))
 	for id, b := range batches {

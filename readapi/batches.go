@@ -6,6 +6,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"github.com/couponsd/couponsd/domain/es"
+	"strings"
 	"time"
 
 	"github.com/couponsd/couponsd/commands"
@@ -112,9 +114,13 @@ func CouponEvents(ctx context.Context, repo *commands.Repository, couponID strin
 	}
 	out := make([]AuditEvent, len(recs))
 	for i, r := range recs {
-		out[i] = AuditEvent{Revision: r.Revision, Position: r.Position, Type: r.Type, RecordedAt: r.RecordedAt, Data: json.RawMessage(r.Data)}
+		out[i] = auditEventOf(r)
 	}
 	return out, nil
+}
+
+func auditEventOf(r es.RecordedEvent) AuditEvent {
+	return AuditEvent{Revision: r.Revision, Position: r.Position, Type: r.Type, RecordedAt: r.RecordedAt, Data: json.RawMessage(r.Data)}
 }
 
 // UserAuditEvent is one stored event of one of a user's coupons.
@@ -131,35 +137,24 @@ func UserEvents(ctx context.Context, repo *commands.Repository, userID string) (
 	}
 	mine := map[string]bool{}
 	out := []UserAuditEvent{}
-	var after uint64
-	const page = 2000
-	for {
-		recs, err := repo.Store().ReadAll(ctx, after, page)
-		if err != nil {
-			return nil, err
+	err := es.Scan(ctx, repo.Store(), 0, 2000, func(r es.RecordedEvent) error {
+		id, ok := strings.CutPrefix(r.StreamID, "coupon-")
+		if !ok {
+			return nil
 		}
-		for _, r := range recs {
-			after = r.Position
-			if len(r.StreamID) < 7 || r.StreamID[:7] != "coupon-" {
-				continue
+		if r.Revision == 0 {
+			e, err := repo.Registry().Unmarshal(r.Type, r.Data)
+			if err != nil {
+				return err
 			}
-			id := r.StreamID[7:]
-			if r.Revision == 0 {
-				e, err := repo.Registry().Unmarshal(r.Type, r.Data)
-				if err != nil {
-					return nil, err
-				}
-				if ownerOf(e) == userID {
-					mine[id] = true
-				}
-			}
-			if mine[id] {
-				out = append(out, UserAuditEvent{CouponID: id, AuditEvent: AuditEvent{Revision: r.Revision, Position: r.Position,
-					Type: r.Type, RecordedAt: r.RecordedAt, Data: json.RawMessage(r.Data)}})
+			if ownerOf(e) == userID {
+				mine[id] = true
 			}
 		}
-		if len(recs) < page {
-			return out, nil
+		if mine[id] {
+			out = append(out, UserAuditEvent{CouponID: id, AuditEvent: auditEventOf(r)})
 		}
-	}
+		return nil
+	})
+	return out, err
 }

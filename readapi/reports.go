@@ -3,7 +3,9 @@ package readapi
 import (
 	"context"
 	"errors"
+	"github.com/couponsd/couponsd/domain/es"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/couponsd/couponsd/commands"
@@ -104,41 +106,34 @@ func AsOf(ctx context.Context, repo *commands.Repository, userID string, t time.
 	}
 	coupons := map[string]*domain.Coupon{}
 	var order []string
-	var after uint64
-	const page = 2000
-	for {
-		recs, err := repo.Store().ReadAll(ctx, after, page)
+	err := es.Scan(ctx, repo.Store(), 0, 2000, func(rec es.RecordedEvent) error {
+		if rec.RecordedAt.After(t) {
+			return es.ErrStopScan
+		}
+		if !strings.HasPrefix(rec.Type, "coupon.") {
+			return nil
+		}
+		e, err := repo.Registry().Unmarshal(rec.Type, rec.Data)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		for _, rec := range recs {
-			after = rec.Position
-			if rec.RecordedAt.After(t) {
-				return asOfItems(coupons, order), nil
+		id := strings.TrimPrefix(rec.StreamID, "coupon-")
+		c := coupons[id]
+		if c == nil {
+			if ownerOf(e) != userID {
+				return nil
 			}
-			if len(rec.Type) < 7 || rec.Type[:7] != "coupon." {
-				continue
-			}
-			e, err := repo.Registry().Unmarshal(rec.Type, rec.Data)
-			if err != nil {
-				return nil, err
-			}
-			id := rec.StreamID[len("coupon-"):]
-			c := coupons[id]
-			if c == nil {
-				if ownerOf(e) != userID {
-					continue
-				}
-				c = domain.NewCouponFromHistory(id, nil)
-				coupons[id] = c
-				order = append(order, id)
-			}
-			c.Apply(e)
+			c = domain.NewCouponFromHistory(id, nil)
+			coupons[id] = c
+			order = append(order, id)
 		}
-		if len(recs) < page {
-			return asOfItems(coupons, order), nil
-		}
+		c.Apply(e)
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
+	return asOfItems(coupons, order), nil
 }
 
 func ownerOf(e domain.Event) string {

@@ -418,25 +418,15 @@ func derive(ctx context.Context, repo *commands.Repository, upTo uint64) (*expec
 	exp := &expected{batches: map[string]*domain.Batch{}, coupons: map[string]*expCoupon{},
 		guard: map[string]*expGuard{}, ops: map[string]*expOps{}, byUser: map[string][]string{}}
 	reg := repo.Registry()
-	var after uint64
-	for after < upTo {
-		recs, err := repo.Store().ReadAll(ctx, after, verifyPage)
-		if err != nil {
-			return nil, err
+	err := es.Scan(ctx, repo.Store(), 0, verifyPage, func(rec es.RecordedEvent) error {
+		if rec.Position > upTo {
+			return es.ErrStopScan
 		}
-		for _, rec := range recs {
-			if rec.Position > upTo {
-				break
-			}
-			after = rec.Position
-			exp.events++
-			if err := exp.apply(reg, rec); err != nil {
-				return nil, err
-			}
-		}
-		if len(recs) < verifyPage {
-			break
-		}
+		exp.events++
+		return exp.apply(reg, rec)
+	})
+	if err != nil {
+		return nil, err
 	}
 	for id, ec := range exp.coupons {
 		c := ec.c

@@ -8,6 +8,7 @@ package es
 
 import (
 	"context"
+	"errors"
 	"time"
 )
 
@@ -75,4 +76,31 @@ type Store interface {
 	LastPosition(ctx context.Context) (uint64, error)
 	// Close releases resources.
 	Close() error
+}
+
+// ErrStopScan, returned by a Scan callback, ends the scan without error.
+var ErrStopScan = errors.New("es: stop scan")
+
+// Scan calls fn for every event with Position > after, in order, reading
+// pages of pageSize, until the store is exhausted or fn returns an error
+// (ErrStopScan ends the scan cleanly).
+func Scan(ctx context.Context, s Store, after uint64, pageSize int, fn func(RecordedEvent) error) error {
+	for {
+		recs, err := s.ReadAll(ctx, after, pageSize)
+		if err != nil {
+			return err
+		}
+		for _, rec := range recs {
+			if err := fn(rec); err != nil {
+				if errors.Is(err, ErrStopScan) {
+					return nil
+				}
+				return err
+			}
+			after = rec.Position
+		}
+		if len(recs) < pageSize {
+			return nil
+		}
+	}
 }
