@@ -20,17 +20,22 @@ const (
 	EvCouponReturned    = "coupon.returned.v1"
 	EvCouponExpired     = "coupon.expired.v1"
 	EvCouponClaimVoided = "coupon.claim_voided.v1"
-
-	EvGrantJobCreated  = "grantjob.created.v1"
-	EvGrantJobFinished = "grantjob.finished.v1"
 )
 
+// allEvents lists every event of the service; each area keeps its own list.
 func allEvents() []Event {
+	var out []Event
+	out = append(out, batchAndCouponEvents()...)
+	out = append(out, grantJobEvents()...)
+	out = append(out, reminderEvents()...)
+	return out
+}
+
+func batchAndCouponEvents() []Event {
 	return []Event{
 		&BatchIssued{}, &BatchRulesChanged{}, &BatchPaused{}, &BatchResumed{}, &BatchStopped{}, &BatchStockAdded{},
 		&CouponClaimed{}, &CouponGranted{}, &CouponLocked{}, &CouponUnlocked{}, &CouponRedeemed{},
 		&CouponReturned{}, &CouponExpired{}, &CouponClaimVoided{},
-		&GrantJobCreated{}, &GrantJobFinished{},
 	}
 }
 

@@ -6,6 +6,17 @@ import (
 	"time"
 )
 
+// Grant job event names.
+const (
+	EvGrantJobCreated  = "grantjob.created.v1"
+	EvGrantJobFinished = "grantjob.finished.v1"
+)
+
+// grantJobEvents lists the grant job events.
+func grantJobEvents() []Event {
+	return []Event{&GrantJobCreated{}, &GrantJobFinished{}}
+}
+
 // MaxGrantJobUsers bounds the user list of one grant job. The list is stored
 // inline in grantjob.created.v1; larger distributions need a streamed list.
 const MaxGrantJobUsers = 100_000
