@@ -34,7 +34,7 @@ type JobLeases interface {
 type GrantWorkerConfig struct {
 	Interval time.Duration // how often the active jobs are polled (default 2s)
 	LeaseTTL time.Duration // lease length, renewed every third of it (default 30s)
-	MaxJobs  int           // jobs run at once by this instance (default 2)
+	MaxJobs  int           // jobs coordinated at once by this instance (default 8)
 	Owner    string        // this instance's name in lease tokens (default host-pid)
 }
 
@@ -47,7 +47,7 @@ func (c GrantWorkerConfig) WithDefaults() GrantWorkerConfig {
 		c.LeaseTTL = 30 * time.Second
 	}
 	if c.MaxJobs <= 0 {
-		c.MaxJobs = 2
+		c.MaxJobs = 8
 	}
 	if c.Owner == "" {
 		host, _ := os.Hostname()

@@ -18,7 +18,7 @@ type Handlers struct {
 	Expire      *ExpireCouponHandler
 	ReleaseHold *ReleaseExpiredHoldHandler
 	Reconcile   *ReconcileReservationsHandler
-	Grants      *GrantJobs
+	Grants      *GrantJobs // set by the composition root (NewGrantJobs); nil: no grant jobs
 }
 
 // NewHandlers builds every handler; hold is the order hold timeout.
@@ -59,8 +59,6 @@ func NewHandlers(d Deps, hold time.Duration) (*Handlers, error) {
 	h.ReleaseHold, e = NewReleaseExpiredHoldHandler(d.Repo, d.Clock)
 	must(e)
 	h.Reconcile, e = NewReconcileReservationsHandler(d)
-	must(e)
-	h.Grants, e = NewGrantJobs(d)
 	must(e)
 	if err != nil {
 		return nil, err

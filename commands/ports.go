@@ -62,6 +62,17 @@ type GuardBatchState struct {
 	Idem     map[string]string // user id + "\x00" + idempotency key -> coupon id
 }
 
+// GrantSlot is what ReserveGrants did for one user.
+type GrantSlot int
+
+// GrantSlot values.
+const (
+	GrantReserved       GrantSlot = iota // a unit is reserved for the user's coupon
+	GrantUserHoldsLimit                  // the user holds the batch's per-user limit: skipped
+	GrantSoldOut                         // no stock left: not granted
+	GrantCouponTaken                     // the coupon id is reserved already (an earlier attempt)
+)
+
 // StockGuard admits claims atomically: batch state and claim window,
 // audience, per-user limit, remaining stock and idempotency key, in one step.
 type StockGuard interface {
@@ -75,6 +86,13 @@ type StockGuard interface {
 	// ReserveGrant takes one unit for a grant: no window, pause or audience
 	// check, but the per-user limit (ErrAlreadyClaimed) and stock (ErrSoldOut) hold.
 	ReserveGrant(ctx context.Context, batchID, userID, couponID string, now time.Time) error
+	// ReserveGrants takes one unit per (users[i], couponIDs[i]) in one step,
+	// in order, with ReserveGrant's rules, and tells per pair what happened.
+	// A stopped batch refuses the whole call (ErrNotClaimable), an unknown
+	// one too (ErrNotFound). now is in Unix milliseconds.
+	ReserveGrants(ctx context.Context, batchID string, users, couponIDs []string, now int64) ([]GrantSlot, error)
+	// ConfirmMany confirms reservations of one batch at once.
+	ConfirmMany(ctx context.Context, batchID string, couponIDs []string) error
 	// Confirm marks a reservation as durable (its event is stored).
 	Confirm(ctx context.Context, batchID, couponID string) error
 	// Release gives a reserved unit back and forgets its idempotency key.

@@ -3,6 +3,7 @@ package domain_test
 import (
 	"encoding/json"
 	"reflect"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -29,37 +30,75 @@ var goldenNames = []string{
 	"coupon.returned.v1",
 	"coupon.unlocked.v1",
 	"grantjob.created.v1",
+	"grantjob.created.v2",
 	"grantjob.finished.v1",
+	"grantshard.done.v1",
+	"grantshard.listed.v1",
+	"grantshard.started.v1",
 }
 
-// sampleEvents has one fully populated value of every event, keyed by the
-// name its Go type must carry.
-func sampleEvents() map[string]domain.Event {
+// sample is a fully populated value of one event and its exact stored JSON.
+type sample struct {
+	e    domain.Event
+	json string
+}
+
+// sampleEvents has one sample of every event, keyed by the name its Go type
+// must carry.
+func sampleEvents() map[string]sample {
 	at := time.Date(2026, 11, 1, 9, 30, 15, 123456789, time.UTC)
 	rules := windowRules()
 	rules.Scope = domain.Scope{Kind: domain.ScopeCategory, IDs: []string{"c1", "c2"}}
 	rules.Exclusive = true
 	terms := rules.TermsAt("b-1", 2, at)
-	return map[string]domain.Event{
-		"batch.issued.v1":        &domain.BatchIssued{BatchID: "b-1", Rules: rules, TotalStock: 500, IssuedBy: "admin-1", At: at},
-		"batch.rules_changed.v1": &domain.BatchRulesChanged{BatchID: "b-1", Rules: baseRules(), RuleVersion: 3, By: "admin-1", At: at},
-		"batch.paused.v1":        &domain.BatchPaused{BatchID: "b-1", By: "admin-1", At: at},
-		"batch.resumed.v1":       &domain.BatchResumed{BatchID: "b-1", By: "admin-1", At: at},
-		"batch.stopped.v1":       &domain.BatchStopped{BatchID: "b-1", By: "admin-1", At: at},
-		"batch.stock_added.v1":   &domain.BatchStockAdded{BatchID: "b-1", Added: 10, TotalStock: 510, IdempotencyKey: "k1", By: "admin-1", At: at},
-		"coupon.claimed.v1":      &domain.CouponClaimed{CouponID: "c-1", UserID: "u-1", IdempotencyKey: "idem", Terms: terms, At: at},
-		"coupon.granted.v1":      &domain.CouponGranted{CouponID: "c-1", UserID: "u-1", JobID: "job-1", Terms: terms, At: at},
-		"coupon.locked.v1":       &domain.CouponLocked{CouponID: "c-1", BatchID: "b-1", UserID: "u-1", OrderID: "o-1", HoldUntil: at.Add(hold), At: at},
-		"coupon.unlocked.v1":     &domain.CouponUnlocked{CouponID: "c-1", BatchID: "b-1", UserID: "u-1", OrderID: "o-1", Reason: domain.UnlockHoldExpired, At: at},
-		"coupon.redeemed.v1":     &domain.CouponRedeemed{CouponID: "c-1", BatchID: "b-1", UserID: "u-1", OrderID: "o-1", PaymentID: "p-1", Discount: 4200, At: at},
-		"coupon.returned.v1":     &domain.CouponReturned{CouponID: "c-1", BatchID: "b-1", UserID: "u-1", OrderID: "o-1", UsableAgain: true, At: at},
-		"coupon.expired.v1":      &domain.CouponExpired{CouponID: "c-1", BatchID: "b-1", UserID: "u-1", ValidUntil: at, At: at},
-		"coupon.claim_voided.v1": &domain.CouponClaimVoided{CouponID: "c-1", BatchID: "b-1", UserID: "u-1", Reason: "append_failed", At: at},
-		"grantjob.created.v1":    &domain.GrantJobCreated{JobID: "job-1", BatchID: "b-1", UserIDs: []string{"u-1", "u-2"}, By: "admin-1", At: at},
-		"grantjob.finished.v1": &domain.GrantJobFinished{JobID: "job-1", BatchID: "b-1", GrantCounts: domain.GrantCounts{Total: 4, Granted: 1, Skipped: 1, NotGranted: 1, Failed: 1},
-			Outcome: domain.GrantJobSoldOut, At: at},
+	counts := domain.GrantCounts{Total: 4, Granted: 1, Skipped: 1, NotGranted: 1, Failed: 1}
+	list := domain.GrantList{Total: 2500, Duplicates: 12, Shards: 3, ShardSize: 1000, SHA256: strings.Repeat("0f", 32)}
+	return map[string]sample{
+		"batch.issued.v1": {&domain.BatchIssued{BatchID: "b-1", Rules: rules, TotalStock: 500, IssuedBy: "admin-1", At: at},
+			`{"batch_id":"b-1","rules":{"name":"Double 11","kind":"threshold","issuer":"platform","threshold":20000,"amount_off":5000,"percent_off":0,"max_discount":0,"scope":{"kind":"category","ids":["c1","c2"]},"exclusive":true,"per_user_limit":1,"claim_starts_at":"2026-11-02T00:00:00Z","claim_ends_at":"2026-11-12T00:00:00Z","valid_from":"2026-11-03T00:00:00Z","valid_until":"2026-11-21T00:00:00Z","audience":"public"},"total_stock":500,"issued_by":"admin-1","at":"2026-11-01T09:30:15.123456789Z"}`},
+		"batch.rules_changed.v1": {&domain.BatchRulesChanged{BatchID: "b-1", Rules: baseRules(), RuleVersion: 3, By: "admin-1", At: at},
+			`{"batch_id":"b-1","rules":{"name":"Double 11","kind":"threshold","issuer":"platform","threshold":20000,"amount_off":5000,"percent_off":0,"max_discount":0,"scope":{"kind":"all"},"exclusive":false,"per_user_limit":1,"claim_starts_at":"2026-11-02T00:00:00Z","claim_ends_at":"2026-11-12T00:00:00Z","valid_days":7,"audience":"public"},"rule_version":3,"by":"admin-1","at":"2026-11-01T09:30:15.123456789Z"}`},
+		"batch.paused.v1": {&domain.BatchPaused{BatchID: "b-1", By: "admin-1", At: at},
+			`{"batch_id":"b-1","by":"admin-1","at":"2026-11-01T09:30:15.123456789Z"}`},
+		"batch.resumed.v1": {&domain.BatchResumed{BatchID: "b-1", By: "admin-1", At: at},
+			`{"batch_id":"b-1","by":"admin-1","at":"2026-11-01T09:30:15.123456789Z"}`},
+		"batch.stopped.v1": {&domain.BatchStopped{BatchID: "b-1", By: "admin-1", At: at},
+			`{"batch_id":"b-1","by":"admin-1","at":"2026-11-01T09:30:15.123456789Z"}`},
+		"batch.stock_added.v1": {&domain.BatchStockAdded{BatchID: "b-1", Added: 10, TotalStock: 510, IdempotencyKey: "k1", By: "admin-1", At: at},
+			`{"batch_id":"b-1","added":10,"total_stock":510,"idempotency_key":"k1","by":"admin-1","at":"2026-11-01T09:30:15.123456789Z"}`},
+		"coupon.claimed.v1": {&domain.CouponClaimed{CouponID: "c-1", UserID: "u-1", IdempotencyKey: "idem", Terms: terms, At: at},
+			`{"coupon_id":"c-1","user_id":"u-1","idempotency_key":"idem","terms":{"batch_id":"b-1","rule_version":2,"kind":"threshold","issuer":"platform","threshold":20000,"amount_off":5000,"percent_off":0,"max_discount":0,"scope":{"kind":"category","ids":["c1","c2"]},"exclusive":true,"valid_from":"2026-11-03T00:00:00Z","valid_until":"2026-11-21T00:00:00Z"},"at":"2026-11-01T09:30:15.123456789Z"}`},
+		"coupon.granted.v1": {&domain.CouponGranted{CouponID: "c-1", UserID: "u-1", JobID: "job-1", Terms: terms, At: at},
+			`{"coupon_id":"c-1","user_id":"u-1","job_id":"job-1","terms":{"batch_id":"b-1","rule_version":2,"kind":"threshold","issuer":"platform","threshold":20000,"amount_off":5000,"percent_off":0,"max_discount":0,"scope":{"kind":"category","ids":["c1","c2"]},"exclusive":true,"valid_from":"2026-11-03T00:00:00Z","valid_until":"2026-11-21T00:00:00Z"},"at":"2026-11-01T09:30:15.123456789Z"}`},
+		"coupon.locked.v1": {&domain.CouponLocked{CouponID: "c-1", BatchID: "b-1", UserID: "u-1", OrderID: "o-1", HoldUntil: at.Add(hold), At: at},
+			`{"coupon_id":"c-1","batch_id":"b-1","user_id":"u-1","order_id":"o-1","hold_until":"2026-11-01T09:45:15.123456789Z","at":"2026-11-01T09:30:15.123456789Z"}`},
+		"coupon.unlocked.v1": {&domain.CouponUnlocked{CouponID: "c-1", BatchID: "b-1", UserID: "u-1", OrderID: "o-1", Reason: domain.UnlockHoldExpired, At: at},
+			`{"coupon_id":"c-1","batch_id":"b-1","user_id":"u-1","order_id":"o-1","reason":"hold_expired","at":"2026-11-01T09:30:15.123456789Z"}`},
+		"coupon.redeemed.v1": {&domain.CouponRedeemed{CouponID: "c-1", BatchID: "b-1", UserID: "u-1", OrderID: "o-1", PaymentID: "p-1", Discount: 4200, At: at},
+			`{"coupon_id":"c-1","batch_id":"b-1","user_id":"u-1","order_id":"o-1","payment_id":"p-1","discount":4200,"at":"2026-11-01T09:30:15.123456789Z"}`},
+		"coupon.returned.v1": {&domain.CouponReturned{CouponID: "c-1", BatchID: "b-1", UserID: "u-1", OrderID: "o-1", UsableAgain: true, At: at},
+			`{"coupon_id":"c-1","batch_id":"b-1","user_id":"u-1","order_id":"o-1","usable_again":true,"at":"2026-11-01T09:30:15.123456789Z"}`},
+		"coupon.expired.v1": {&domain.CouponExpired{CouponID: "c-1", BatchID: "b-1", UserID: "u-1", ValidUntil: at, At: at},
+			`{"coupon_id":"c-1","batch_id":"b-1","user_id":"u-1","valid_until":"2026-11-01T09:30:15.123456789Z","at":"2026-11-01T09:30:15.123456789Z"}`},
+		"coupon.claim_voided.v1": {&domain.CouponClaimVoided{CouponID: "c-1", BatchID: "b-1", UserID: "u-1", Reason: "append_failed", At: at},
+			`{"coupon_id":"c-1","batch_id":"b-1","user_id":"u-1","reason":"append_failed","at":"2026-11-01T09:30:15.123456789Z"}`},
+		"grantjob.created.v1": {&domain.GrantJobCreatedV1{JobID: "job-1", BatchID: "b-1", UserIDs: []string{"u-1", "u-2"}, By: "admin-1", At: at},
+			`{"job_id":"job-1","batch_id":"b-1","user_ids":["u-1","u-2"],"by":"admin-1","at":"2026-11-01T09:30:15.123456789Z"}`},
+		"grantjob.created.v2": {&domain.GrantJobCreated{JobID: "job-1", BatchID: "b-1", GrantList: list, By: "admin-1", At: at},
+			`{"job_id":"job-1","batch_id":"b-1","total":2500,"duplicates":12,"shards":3,"shard_size":1000,"list_sha256":"0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f","by":"admin-1","at":"2026-11-01T09:30:15.123456789Z"}`},
+		"grantjob.finished.v1": {&domain.GrantJobFinished{JobID: "job-1", BatchID: "b-1", GrantCounts: counts, Outcome: domain.GrantJobSoldOut, At: at},
+			`{"job_id":"job-1","batch_id":"b-1","total":4,"granted":1,"skipped":1,"not_granted":1,"failed":1,"outcome":"sold_out","at":"2026-11-01T09:30:15.123456789Z"}`},
+		"grantshard.listed.v1": {&domain.GrantShardListed{JobID: "job-1", BatchID: "b-1", Shard: 2, UserIDs: []string{"u-1", "u-2"}, At: at},
+			`{"job_id":"job-1","batch_id":"b-1","shard":2,"user_ids":["u-1","u-2"],"at":"2026-11-01T09:30:15.123456789Z"}`},
+		"grantshard.started.v1": {&domain.GrantShardStarted{JobID: "job-1", Shard: 2, At: at},
+			`{"job_id":"job-1","shard":2,"at":"2026-11-01T09:30:15.123456789Z"}`},
+		"grantshard.done.v1": {&domain.GrantShardDone{JobID: "job-1", BatchID: "b-1", Shard: 2, GrantCounts: counts, Outcome: domain.GrantJobSoldOut, At: at},
+			`{"job_id":"job-1","batch_id":"b-1","shard":2,"total":4,"granted":1,"skipped":1,"not_granted":1,"failed":1,"outcome":"sold_out","at":"2026-11-01T09:30:15.123456789Z"}`},
 	}
 }
+
+// versioned is the form of a stored event name: area.what.vN, lower case.
+var versioned = regexp.MustCompile(`^[a-z]+\.[a-z_]+\.v[1-9][0-9]*$`)
 
 func TestRegistryNamesAreGolden(t *testing.T) {
 	got := domain.NewRegistry().Names()
@@ -68,7 +107,7 @@ func TestRegistryNamesAreGolden(t *testing.T) {
 		t.Fatalf("registry names\n%v\nwant exactly\n%v", got, goldenNames)
 	}
 	for _, n := range got {
-		if !strings.HasSuffix(n, ".v1") || strings.ToLower(n) != n {
+		if !versioned.MatchString(n) {
 			t.Errorf("name %q is not an explicit lower-case versioned name", n)
 		}
 	}
@@ -94,8 +133,12 @@ func TestEventNamesAreExplicit(t *testing.T) {
 		{&domain.CouponReturned{}, "coupon.returned.v1"},
 		{&domain.CouponExpired{}, "coupon.expired.v1"},
 		{&domain.CouponClaimVoided{}, "coupon.claim_voided.v1"},
-		{&domain.GrantJobCreated{}, "grantjob.created.v1"},
+		{&domain.GrantJobCreatedV1{}, "grantjob.created.v1"},
+		{&domain.GrantJobCreated{}, "grantjob.created.v2"},
 		{&domain.GrantJobFinished{}, "grantjob.finished.v1"},
+		{&domain.GrantShardListed{}, "grantshard.listed.v1"},
+		{&domain.GrantShardStarted{}, "grantshard.started.v1"},
+		{&domain.GrantShardDone{}, "grantshard.done.v1"},
 	}
 	if len(pinned) != len(goldenNames) {
 		t.Fatalf("%d pinned types for %d names", len(pinned), len(goldenNames))
@@ -109,7 +152,8 @@ func TestEventNamesAreExplicit(t *testing.T) {
 		domain.EvBatchIssued, domain.EvBatchRulesChanged, domain.EvBatchPaused, domain.EvBatchResumed,
 		domain.EvBatchStopped, domain.EvBatchStockAdded, domain.EvCouponClaimed, domain.EvCouponGranted,
 		domain.EvCouponLocked, domain.EvCouponUnlocked, domain.EvCouponRedeemed, domain.EvCouponReturned,
-		domain.EvCouponExpired, domain.EvCouponClaimVoided, domain.EvGrantJobCreated, domain.EvGrantJobFinished,
+		domain.EvCouponExpired, domain.EvCouponClaimVoided, domain.EvGrantJobCreatedV1, domain.EvGrantJobCreated,
+		domain.EvGrantJobFinished, domain.EvGrantShardListed, domain.EvGrantShardStarted, domain.EvGrantShardDone,
 	}
 	slices.Sort(consts)
 	if !slices.Equal(consts, goldenNames) {
@@ -125,16 +169,22 @@ func TestRegistryRoundTripsEveryEvent(t *testing.T) {
 	}
 	for _, name := range goldenNames {
 		t.Run(name, func(t *testing.T) {
-			e, ok := samples[name]
+			s, ok := samples[name]
 			if !ok {
 				t.Fatalf("no sample for %s", name)
 			}
+			e := s.e
 			gotName, data, err := reg.Marshal(e)
 			wantErr(t, err, nil)
 			if gotName != name {
 				t.Fatalf("Marshal name = %q, want %q", gotName, name)
 			}
-			back, err := reg.Unmarshal(name, data)
+			// The JSON field names are the storage format.
+			if string(data) != s.json {
+				t.Errorf("%s encodes as\n%s\nwant\n%s", name, data, s.json)
+			}
+			// Decode the stored form, as a repository reads it back.
+			back, err := reg.Unmarshal(name, []byte(s.json))
 			wantErr(t, err, nil)
 			if reflect.TypeOf(back) != reflect.TypeOf(e) {
 				t.Fatalf("Unmarshal gave %T, want %T", back, e)

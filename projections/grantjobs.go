@@ -15,6 +15,9 @@ import (
 type GrantJobsStore interface {
 	// MarkGrantJobActive adds jobID to the set and saves pos as the checkpoint.
 	MarkGrantJobActive(ctx context.Context, jobID string, pos uint64) error
+	// MarkGrantShardDone adds a done shard's counts to its job's progress
+	// (once per shard) and saves pos.
+	MarkGrantShardDone(ctx context.Context, jobID string, shard int, c domain.GrantCounts, pos uint64) error
 	// MarkGrantJobFinished removes jobID from the set and saves pos.
 	MarkGrantJobFinished(ctx context.Context, jobID string, pos uint64) error
 	Checkpoint(ctx context.Context) (uint64, error)
@@ -23,18 +26,19 @@ type GrantJobsStore interface {
 
 // GrantJobsProjector maintains the unfinished grant jobs that the grant
 // worker polls: added on grantjob.created.v1, removed on grantjob.finished.v1.
-// It never decodes an event: the job id is the stream's, so the (large) user
-// list of a created event is not read.
+// It also sums the counts of done shards (grantshard.done.v1) for the jobs'
+// live progress. It never decodes a list: the job id is the stream's.
 type GrantJobsProjector struct {
 	store GrantJobsStore
+	reg   *domain.Registry
 }
 
 // NewGrantJobsProjector fails fast on a nil store.
-func NewGrantJobsProjector(store GrantJobsStore) (*GrantJobsProjector, error) {
-	if store == nil {
-		return nil, errors.New("projections: NewGrantJobsProjector needs a store")
+func NewGrantJobsProjector(store GrantJobsStore, reg *domain.Registry) (*GrantJobsProjector, error) {
+	if store == nil || reg == nil {
+		return nil, errors.New("projections: NewGrantJobsProjector needs a store and a registry")
 	}
-	return &GrantJobsProjector{store: store}, nil
+	return &GrantJobsProjector{store: store, reg: reg}, nil
 }
 
 // Name identifies the projector; never change it.
@@ -57,6 +61,13 @@ func (p *GrantJobsProjector) Handle(ctx context.Context, rec es.RecordedEvent) e
 			return p.store.MarkGrantJobActive(ctx, id, rec.Position)
 		}
 		return p.store.MarkGrantJobFinished(ctx, id, rec.Position)
+	case domain.EvGrantShardDone:
+		e, err := p.reg.Unmarshal(rec.Type, rec.Data)
+		if err != nil {
+			return err
+		}
+		d := e.(*domain.GrantShardDone)
+		return p.store.MarkGrantShardDone(ctx, d.JobID, d.Shard, d.GrantCounts, rec.Position)
 	}
 	return p.store.SaveCheckpoint(ctx, rec.Position)
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"github.com/couponsd/couponsd/domain"
 	"log/slog"
 	"os"
 	"strconv"
@@ -18,6 +19,9 @@ type Config struct {
 	RedisPrefix        string        // COUPONS_REDIS_PREFIX
 	EventStoreURL      string        // COUPONS_EVENTSTORE_URL (empty: embedded)
 	KafkaBrokers       string        // COUPONS_KAFKA_BROKERS
+	GrantShardSize     int           // COUPONS_GRANT_SHARD_SIZE: distinct users per grant shard (default 1000)
+	GrantConcurrency   int           // COUPONS_GRANT_CONCURRENCY: grant shards granted at once per instance (default 4)
+	GrantTempDir       string        // COUPONS_GRANT_TEMP_DIR: where uploads are split (default: the OS temp dir)
 	ElasticsearchURL   string        // COUPONS_ELASTICSEARCH_URL
 	JWTSecret          string        // COUPONS_JWT_SECRET
 	HoldTimeout        time.Duration // COUPONS_HOLD_TIMEOUT
@@ -67,6 +71,7 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	str("COUPONS_REDIS_PREFIX", &c.RedisPrefix)
 	str("COUPONS_EVENTSTORE_URL", &c.EventStoreURL)
 	str("COUPONS_KAFKA_BROKERS", &c.KafkaBrokers)
+	str("COUPONS_GRANT_TEMP_DIR", &c.GrantTempDir)
 	str("COUPONS_ELASTICSEARCH_URL", &c.ElasticsearchURL)
 	c.JWTSecret = getenv("COUPONS_JWT_SECRET")
 	dur("COUPONS_HOLD_TIMEOUT", &c.HoldTimeout)
@@ -87,6 +92,8 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	}
 	num("COUPONS_CLAIMS_PER_MINUTE", &c.ClaimsPerMinute)
 	num("COUPONS_MAX_INFLIGHT_CLAIMS", &c.MaxInflightClaims)
+	num("COUPONS_GRANT_SHARD_SIZE", &c.GrantShardSize)
+	num("COUPONS_GRANT_CONCURRENCY", &c.GrantConcurrency)
 	if v := strings.TrimSpace(getenv("COUPONS_LOG_LEVEL")); v != "" {
 		if err := c.LogLevel.UnmarshalText([]byte(v)); err != nil {
 			errs = append(errs, fmt.Errorf("COUPONS_LOG_LEVEL: %w", err))
@@ -118,6 +125,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxInflightClaims < 1 {
 		errs = append(errs, errors.New("COUPONS_MAX_INFLIGHT_CLAIMS must be at least 1"))
+	}
+	if c.GrantShardSize > domain.MaxGrantShardSize {
+		errs = append(errs, fmt.Errorf("COUPONS_GRANT_SHARD_SIZE must be at most %d", domain.MaxGrantShardSize))
 	}
 	if c.JWTSecret != "" && len(c.JWTSecret) < 32 {
 		errs = append(errs, errors.New("COUPONS_JWT_SECRET must be at least 32 bytes"))

@@ -57,6 +57,8 @@ func run(args []string, stdout, stderr io.Writer) error {
 		return auditCmd(ctx, cfg, args, stdout)
 	case "verify":
 		return verifyCmd(ctx, cfg, stdout)
+	case "grants":
+		return grantsCmd(ctx, cfg, args, stdout)
 	case "help", "-h", "--help":
 		fmt.Fprintln(stdout, usage)
 		return nil
@@ -72,6 +74,7 @@ const usage = `usage: couponsd [command]
   replay [--projection NAME] [--from POSITION]
                                   rebuild projections (view, history) in a running service, or re-apply from a position
   audit coupon ID | audit user ID print an event history from the event store
+  grants status JOB [--once]      show a grant job's progress in a running service until it finishes
   verify                          compare the guard, the view and the history index with the event store`
 
 func token(cfg Config, args []string, stdout io.Writer) error {

@@ -76,7 +76,7 @@ func (a *app) openReadSide(ctx context.Context) (*readSide, error) {
 	}
 	jobs := a.jobs
 	rs.jobs = jobs
-	jobsProj, err := projections.NewGrantJobsProjector(jobs)
+	jobsProj, err := projections.NewGrantJobsProjector(jobs, reg)
 	if err != nil {
 		return nil, err
 	}

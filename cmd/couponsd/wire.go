@@ -142,6 +142,10 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	grantBus, err := a.openGrants(ctx)
+	if err != nil {
+		return err
+	}
 	rs, err := a.openReadSide(ctx)
 	if err != nil {
 		return err
@@ -173,6 +177,11 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 		wg.Add(1)
 		go func() { defer wg.Done(); f(runCtx) }()
 	}
+	goRun(func(ctx context.Context) {
+		if err := grantBus.Run(ctx); err != nil {
+			log.Error("grant shard consumer stopped", "err", err)
+		}
+	})
 	if err := rs.run(a, goRun); err != nil {
 		return err
 	}

@@ -10,10 +10,15 @@ import (
 
 // Defaults applied by Config.WithDefaults.
 const (
-	DefaultBodyLimit       = "1M"
-	DefaultRequestTimeout  = 10 * time.Second
-	DefaultIdempotencyTTL  = 24 * time.Hour
-	DefaultIdempotencyWait = 2 * time.Second
+	DefaultBodyLimit      = "1M"
+	DefaultRequestTimeout = 10 * time.Second
+	// DefaultGrantUploadLimit caps a grant list upload: 10 million ids of
+	// up to ~200 bytes each.
+	DefaultGrantUploadLimit = "2G"
+	// DefaultGrantUploadTimeout bounds reading and storing a grant list.
+	DefaultGrantUploadTimeout = 15 * time.Minute
+	DefaultIdempotencyTTL     = 24 * time.Hour
+	DefaultIdempotencyWait    = 2 * time.Second
 	// MinJWTSecretLen is the shortest accepted HS256 key.
 	MinJWTSecretLen = 32
 )
@@ -26,6 +31,11 @@ type Config struct {
 	// binary suffix K, M or G (KiB, MiB, GiB; "1M" = 1 MiB). Larger bodies
 	// are answered 413. Default "1M".
 	BodyLimit string
+	// GrantUploadLimit caps the body of POST /v1/batches/{id}/grants, which
+	// is streamed, never held in memory (default "2G").
+	GrantUploadLimit string
+	// GrantUploadTimeout bounds a grant list upload (default 15m).
+	GrantUploadTimeout time.Duration
 	// RequestTimeout bounds each request's work (default 10s); a request
 	// that runs out of time is answered 503.
 	RequestTimeout time.Duration
@@ -44,6 +54,12 @@ type Config struct {
 func (c Config) WithDefaults() Config {
 	if strings.TrimSpace(c.BodyLimit) == "" {
 		c.BodyLimit = DefaultBodyLimit
+	}
+	if strings.TrimSpace(c.GrantUploadLimit) == "" {
+		c.GrantUploadLimit = DefaultGrantUploadLimit
+	}
+	if c.GrantUploadTimeout == 0 {
+		c.GrantUploadTimeout = DefaultGrantUploadTimeout
 	}
 	if c.RequestTimeout == 0 {
 		c.RequestTimeout = DefaultRequestTimeout
@@ -67,6 +83,12 @@ func (c Config) Validate() error {
 	}
 	if _, err := ParseByteSize(c.BodyLimit); err != nil {
 		return fmt.Errorf("httpapi: body limit: %w", err)
+	}
+	if _, err := ParseByteSize(c.GrantUploadLimit); err != nil {
+		return fmt.Errorf("httpapi: grant upload limit: %w", err)
+	}
+	if c.GrantUploadTimeout <= 0 {
+		return errors.New("httpapi: grant upload timeout must be positive")
 	}
 	if c.RequestTimeout <= 0 {
 		return errors.New("httpapi: request timeout must be positive")

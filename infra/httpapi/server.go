@@ -55,6 +55,10 @@ type Deps struct {
 	Admin *Admin
 	// ClaimLimiter limits claims per shopper (429 past it). Optional.
 	ClaimLimiter ClaimLimiter
+	// Reminders subscribes shoppers to a batch's claim opening
+	// (commands.NewSubscribeReminderHandler). Optional: without it
+	// POST /v1/batches/{id}/reminders answers 503.
+	Reminders ReminderSubscriber
 }
 
 // ClaimLimiter counts a shopper's claims; past the limit it returns an error
@@ -78,24 +82,26 @@ type Middlewares struct {
 
 // Server is the HTTP API.
 type Server struct {
-	cfg        Config
-	bodyLimit  int64
-	e          *echo.Echo
-	cmd        *commands.Handlers
-	batches    *readapi.Batches
-	repo       *commands.Repository
-	idem       IdempotencyStore
-	metrics    *Metrics
-	log        *slog.Logger
-	newID      func() string
-	clock      domain.Clock
-	mw         Middlewares
-	gatherer   prometheus.Gatherer
-	q          *Queries
-	wakeGrants func()
-	admin      *Admin
-	limiter    ClaimLimiter
-	inflight   chan struct{}
+	cfg       Config
+	bodyLimit int64
+	// uploadLimit caps grant list uploads.
+	uploadLimit int64
+	e           *echo.Echo
+	cmd         *commands.Handlers
+	batches     *readapi.Batches
+	repo        *commands.Repository
+	idem        IdempotencyStore
+	metrics     *Metrics
+	log         *slog.Logger
+	newID       func() string
+	clock       domain.Clock
+	mw          Middlewares
+	gatherer    prometheus.Gatherer
+	q           *Queries
+	wakeGrants  func()
+	admin       *Admin
+	limiter     ClaimLimiter
+	inflight    chan struct{}
 }
 
 // New builds the server and registers its routes. It fails fast on an
@@ -121,8 +127,9 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		return nil, errors.New("httpapi: New needs Deps.Registry to serve /metrics")
 	}
 	limit, _ := ParseByteSize(cfg.BodyLimit) // checked by Validate
+	uploadLimit, _ := ParseByteSize(cfg.GrantUploadLimit)
 	s := &Server{
-		cfg: cfg, bodyLimit: limit, cmd: deps.Commands, batches: deps.Batches, repo: deps.Repo,
+		cfg: cfg, bodyLimit: limit, uploadLimit: uploadLimit, cmd: deps.Commands, batches: deps.Batches, repo: deps.Repo,
 		idem: deps.Idempotency, metrics: deps.Metrics, gatherer: gatherer, log: deps.Logger, newID: deps.NewID, clock: deps.Clock, q: deps.Queries, wakeGrants: deps.WakeGrants, admin: deps.Admin, limiter: deps.ClaimLimiter,
 	}
 	if s.log == nil {
@@ -150,6 +157,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	s.routes()
 	s.queryRoutes()
 	s.grantRoutes()
+	s.reminderRoutes(deps.Reminders)
 	s.checkoutRoutes()
 	s.adminRoutes()
 	return s, nil
@@ -255,7 +263,11 @@ func (s *Server) recoverPanics(next echo.HandlerFunc) echo.HandlerFunc {
 // timeout bounds the request's work by RequestTimeout.
 func (s *Server) timeout(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
-		ctx, cancel := context.WithTimeout(c.Request().Context(), s.cfg.RequestTimeout)
+		d := s.cfg.RequestTimeout
+		if isGrantUpload(c) {
+			d = s.cfg.GrantUploadTimeout
+		}
+		ctx, cancel := context.WithTimeout(c.Request().Context(), d)
 		defer cancel()
 		c.SetRequest(c.Request().WithContext(ctx))
 		return next(c)
@@ -266,11 +278,15 @@ func (s *Server) timeout(next echo.HandlerFunc) echo.HandlerFunc {
 func (s *Server) limitBody(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		req := c.Request()
-		if req.ContentLength > s.bodyLimit {
-			return domain.Errorf(ErrPayloadTooLarge, "request body is larger than %d bytes", s.bodyLimit)
+		limit := s.bodyLimit
+		if isGrantUpload(c) {
+			limit = s.uploadLimit
+		}
+		if req.ContentLength > limit {
+			return domain.Errorf(ErrPayloadTooLarge, "request body is larger than %d bytes", limit)
 		}
 		if req.Body != nil && req.Body != http.NoBody {
-			req.Body = http.MaxBytesReader(c.Response(), req.Body, s.bodyLimit)
+			req.Body = http.MaxBytesReader(c.Response(), req.Body, limit)
 		}
 		return next(c)
 	}

@@ -134,5 +134,5 @@ var (
 		return []string{k.Stock, k.Users, k.Idem, k.Pending, k.PInfo}
 	}}
 	// scripts lists every script, for Load and the slot test.
-	scripts = []*script{syncScript, reserveScript, confirmScript, releaseScript}
+	scripts = []*script{syncScript, reserveScript, confirmScript, releaseScript, reserveGrantsScript, confirmManyScript}
 )

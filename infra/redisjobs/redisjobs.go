@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -36,6 +37,7 @@ var (
 	_ projections.GrantJobsStore = (*Store)(nil)
 	_ commands.GrantJobIndex     = (*Store)(nil)
 	_ commands.JobLeases         = (*Store)(nil)
+	_ commands.GrantJobTracker   = (*Store)(nil)
 )
 
 // New stores its keys under prefix (e.g. "couponsd:").
@@ -75,6 +77,7 @@ func (s *Store) MarkGrantJobActive(ctx context.Context, jobID string, pos uint64
 func (s *Store) MarkGrantJobFinished(ctx context.Context, jobID string, pos uint64) error {
 	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		p.SRem(ctx, s.activeKey, jobID)
+		s.forgetProgress(p, ctx, jobID)
 		p.Set(ctx, s.cpKey, pos, 0)
 		return nil
 	})
@@ -171,4 +174,71 @@ func (s *Store) LeaseOwner(ctx context.Context, jobID string) (string, error) {
 		return "", nil
 	}
 	return v, unavailable(err)
+}
+
+// doneKey is the set of a job's done shards; countsKey their summed counts.
+func (s *Store) doneKey(jobID string) string   { return s.activeKey[:len(s.activeKey)-len("active")] + "done:" + jobID }
+func (s *Store) countsKey(jobID string) string { return s.activeKey[:len(s.activeKey)-len("active")] + "counts:" + jobID }
+
+// shardDoneLua: KEYS done set, counts hash, checkpoint. ARGV shard, pos,
+// granted, skipped, not_granted, failed. Adds the counts only the first time
+// the shard is seen done, so a replayed event changes nothing.
+var shardDoneLua = redis.NewScript(`
+if redis.call('SADD', KEYS[1], ARGV[1]) == 1 then
+  redis.call('HINCRBY', KEYS[2], 'granted', ARGV[3])
+  redis.call('HINCRBY', KEYS[2], 'skipped', ARGV[4])
+  redis.call('HINCRBY', KEYS[2], 'not_granted', ARGV[5])
+  redis.call('HINCRBY', KEYS[2], 'failed', ARGV[6])
+end
+redis.call('SET', KEYS[3], ARGV[2])
+return 1`)
+
+// MarkGrantShardDone adds a done shard's counts to its job's progress
+// (once per shard) and saves the checkpoint, atomically.
+func (s *Store) MarkGrantShardDone(ctx context.Context, jobID string, shard int, c domain.GrantCounts, pos uint64) error {
+	err := shardDoneLua.Run(ctx, s.rdb, []string{s.doneKey(jobID), s.countsKey(jobID), s.cpKey},
+		shard, pos, c.Granted, c.Skipped, c.NotGranted, c.Failed).Err()
+	return unavailable(err)
+}
+
+// DoneShards lists the job's shards seen done.
+func (s *Store) DoneShards(ctx context.Context, jobID string) ([]int, error) {
+	vs, err := s.rdb.SMembers(ctx, s.doneKey(jobID)).Result()
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	out := make([]int, 0, len(vs))
+	for _, v := range vs {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return nil, fmt.Errorf("redisjobs: bad shard number %q", v)
+		}
+		out = append(out, n)
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+// GrantJobProgress is the number of shards seen done and their summed counts.
+func (s *Store) GrantJobProgress(ctx context.Context, jobID string) (int, domain.GrantCounts, error) {
+	var card *redis.IntCmd
+	var counts *redis.MapStringStringCmd
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		card = p.SCard(ctx, s.doneKey(jobID))
+		counts = p.HGetAll(ctx, s.countsKey(jobID))
+		return nil
+	})
+	if err != nil {
+		return 0, domain.GrantCounts{}, unavailable(err)
+	}
+	m := counts.Val()
+	n := func(k string) int { v, _ := strconv.Atoi(m[k]); return v }
+	c := domain.GrantCounts{Granted: n("granted"), Skipped: n("skipped"), NotGranted: n("not_granted"), Failed: n("failed")}
+	c.Total = c.Sum()
+	return int(card.Val()), c, nil
+}
+
+// forgetProgress drops a finished job's progress (its finished event has the final counts).
+func (s *Store) forgetProgress(p redis.Pipeliner, ctx context.Context, jobID string) {
+	p.Del(ctx, s.doneKey(jobID), s.countsKey(jobID))
 }
