@@ -1,0 +1,159 @@
+package outbound
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill-kafka/v3/pkg/kafka"
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/couponsd/couponsd/infra/pipeline/kafkapipe"
+)
+
+// Sink delivers outbound messages to other systems.
+type Sink interface {
+	// Publish returns nil once every message of msgs was delivered; messages
+	// of one key are delivered in order. On an error some may have been
+	// delivered: the caller publishes them all again (at least once).
+	Publish(ctx context.Context, msgs []Message) error
+	// Close releases the sink's resources.
+	Close() error
+}
+
+// Kafka headers of an outbound message, besides Watermill's
+// _watermill_message_uuid (= Envelope.ID).
+const (
+	// HeaderKey carries the message key (also the Kafka record key).
+	HeaderKey = "partition_key"
+	// HeaderType carries Envelope.Type.
+	HeaderType = "type"
+	// HeaderContentType is always "application/json".
+	HeaderContentType = "content-type"
+)
+
+// KafkaMarshaler is the Watermill-Kafka marshaler of outbound messages: the
+// envelope JSON as value, metadata as headers, the record key taken from the
+// HeaderKey metadata (Sarama's hash partitioner then keeps one key in one
+// partition).
+func KafkaMarshaler() kafka.MarshalerUnmarshaler {
+	return kafka.NewWithPartitioningMarshaler(func(_ string, m *message.Message) (string, error) {
+		key, ok := m.Metadata[HeaderKey]
+		if !ok {
+			return "", fmt.Errorf("outbound: message %s has no %s metadata", m.UUID, HeaderKey)
+		}
+		return key, nil
+	})
+}
+
+// EnsureTopics creates the outbound topics of topics (defaults applied)
+// with cfg's partitions, replication and retention (kafkapipe.EnsureTopic,
+// cfg.Topic ignored) unless they exist.
+func EnsureTopics(ctx context.Context, cfg kafkapipe.Config, topics Topics) error {
+	if err := topics.Validate(); err != nil {
+		return fmt.Errorf("outbound: topics: %w", err)
+	}
+	t := topics.WithDefaults()
+	for _, name := range []string{t.Coupon, t.Batch, t.Other, t.Notifications} {
+		c := cfg
+		c.Topic = name
+		if _, err := kafkapipe.EnsureTopic(ctx, c); err != nil {
+			return fmt.Errorf("outbound: ensure topic %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// KafkaSink publishes envelopes to Kafka through a Watermill-Kafka
+// publisher configured like the event pipeline's (kafkapipe.Config's
+// producer: acks=all, one request in flight per broker, retries). The
+// Watermill message UUID is the envelope id.
+type KafkaSink struct {
+	pub message.Publisher
+}
+
+// NewKafkaSink opens a publisher on cfg's brokers (cfg.Topic is not used:
+// each message names its topic). It fails on an invalid config or a nil log.
+func NewKafkaSink(cfg kafkapipe.Config, log *slog.Logger) (*KafkaSink, error) {
+	if log == nil {
+		return nil, errors.New("outbound: NewKafkaSink needs a logger")
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("outbound: kafka config: %w", err)
+	}
+	cfg = cfg.WithDefaults()
+	sc, err := cfg.ProducerConfig()
+	if err != nil {
+		return nil, fmt.Errorf("outbound: kafka producer config: %w", err)
+	}
+	pub, err := kafka.NewPublisher(kafka.PublisherConfig{
+		Brokers: cfg.Brokers, Marshaler: KafkaMarshaler(), OverwriteSaramaConfig: sc,
+	}, watermill.NewSlogLogger(log))
+	if err != nil {
+		return nil, fmt.Errorf("outbound: open kafka publisher: %w", err)
+	}
+	return &KafkaSink{pub: pub}, nil
+}
+
+// Publish sends msgs and returns once Kafka acknowledged all of them, or
+// with the first error. Messages are grouped by topic and key; each group
+// is sent in order (a send waits for its acknowledgement before the next),
+// the groups concurrently.
+func (s *KafkaSink) Publish(ctx context.Context, msgs []Message) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	type group struct {
+		topic string
+		msgs  []*message.Message
+	}
+	var order []string
+	groups := map[string]*group{}
+	for _, m := range msgs {
+		payload, err := m.Envelope.Encode()
+		if err != nil {
+			return err
+		}
+		wm := message.NewMessage(m.Envelope.ID, payload)
+		wm.Metadata.Set(HeaderKey, m.Key)
+		wm.Metadata.Set(HeaderType, m.Envelope.Type)
+		wm.Metadata.Set(HeaderContentType, "application/json")
+		wm.SetContext(ctx)
+		gk := m.Topic + "\x00" + m.Key
+		g, ok := groups[gk]
+		if !ok {
+			g = &group{topic: m.Topic}
+			groups[gk] = g
+			order = append(order, gk)
+		}
+		g.msgs = append(g.msgs, wm)
+	}
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		errs []error
+	)
+	for _, gk := range order {
+		g := groups[gk]
+		wg.Go(func() {
+			if err := s.pub.Publish(g.topic, g.msgs...); err != nil {
+				mu.Lock()
+				errs = append(errs, fmt.Errorf("outbound: publish to %s: %w", g.topic, err))
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// Close closes the publisher.
+func (s *KafkaSink) Close() error {
+	if err := s.pub.Close(); err != nil {
+		return fmt.Errorf("outbound: close kafka publisher: %w", err)
+	}
+	return nil
+}
