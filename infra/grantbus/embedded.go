@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"sync/atomic"
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -19,6 +20,7 @@ type Transport struct {
 	cfg    Config
 	log    *slog.Logger
 	closer func() error
+	ran    atomic.Bool
 }
 
 // NewEmbedded is the in-process transport: a Watermill GoChannel. Messages
@@ -56,6 +58,7 @@ func (t *Transport) Consume(h ShardHandler) error {
 
 // Run consumes until ctx is done.
 func (t *Transport) Run(ctx context.Context) error {
+	t.ran.Store(true)
 	err := t.router.Run(ctx)
 	if ctx.Err() != nil {
 		return nil
@@ -68,7 +71,10 @@ func (t *Transport) Running() chan struct{} { return t.router.Running() }
 
 // Close stops the router and closes the transport.
 func (t *Transport) Close() error {
-	err := t.router.Close()
+	var err error
+	if t.ran.Load() { // closing a router that never ran waits for its close timeout
+		err = t.router.Close()
+	}
 	if t.closer != nil {
 		err = errors.Join(err, t.closer())
 	}

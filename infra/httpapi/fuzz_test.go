@@ -23,6 +23,7 @@ import (
 	"github.com/couponsd/couponsd/infra/eventstore/boltstore"
 	"github.com/couponsd/couponsd/infra/redisguard"
 	"github.com/couponsd/couponsd/infra/redisidem"
+	"github.com/couponsd/couponsd/infra/redisjobs"
 	"github.com/couponsd/couponsd/infra/redisx"
 	"github.com/couponsd/couponsd/readapi"
 )
@@ -101,6 +102,11 @@ func newFuzzEnv(f *testing.F) *fuzzEnv {
 	if err != nil {
 		f.Fatal(err)
 	}
+	jobs, err := redisjobs.New(conn.Client, conn.Prefix)
+	if err != nil {
+		f.Fatal(err)
+	}
+	attachGrants(f, handlers, commands.Deps{Repo: repo, Guard: guard, Clock: clock}, jobs, slog.New(slog.DiscardHandler))
 	idem, err := redisidem.New(conn.Client, conn.Prefix)
 	if err != nil {
 		f.Fatal(err)

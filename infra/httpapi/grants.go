@@ -84,6 +84,9 @@ func (s *Server) createGrants(c echo.Context) error {
 		s.wakeGrants()
 	}
 	j := res.Aggregate
+	if !res.Changed {
+		c.Response().Header().Set(HeaderIdempotentReplayed, "true")
+	}
 	return c.JSON(http.StatusAccepted, GrantJobAccepted{JobID: j.ID, Total: j.Total, Duplicates: j.Duplicates, Shards: j.Shards})
 }
 
@@ -137,7 +140,7 @@ func csvUsers(body io.Reader) commands.GrantUsers {
 				continue
 			}
 			if !utf8.ValidString(id) {
-				yield("", domain.Invalid("body", "line %d is not valid UTF-8", line))
+				yield("", domain.Invalid(fmt.Sprintf("user_ids[%d]", n), "(line %d) is not valid UTF-8", line))
 				return
 			}
 			n++
@@ -204,12 +207,22 @@ func jsonUsers(body io.Reader) commands.GrantUsers {
 				return
 			}
 			for i := 0; dec.More(); i++ {
-				t, ok := tok()
-				if !ok {
+				// Raw first: encoding/json would turn invalid UTF-8 into U+FFFD.
+				var raw json.RawMessage
+				if err := dec.Decode(&raw); err != nil {
+					if errors.As(err, new(*http.MaxBytesError)) {
+						yield("", bodyErr(err))
+					} else {
+						yield("", domain.Invalid(fmt.Sprintf("user_ids[%d]", i), "is not valid JSON: %v", err))
+					}
 					return
 				}
-				id, isStr := t.(string)
-				if !isStr {
+				if !utf8.Valid(raw) {
+					yield("", domain.Invalid(fmt.Sprintf("user_ids[%d]", i), "is not valid UTF-8"))
+					return
+				}
+				var id string
+				if len(raw) == 0 || raw[0] != '"' || json.Unmarshal(raw, &id) != nil {
 					yield("", domain.Invalid(fmt.Sprintf("user_ids[%d]", i), "must be a string"))
 					return
 				}
@@ -228,7 +241,11 @@ func jsonUsers(body io.Reader) commands.GrantUsers {
 			yield("", domain.Invalid("user_ids", "is required"))
 			return
 		}
-		if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		switch _, err := dec.Token(); {
+		case errors.Is(err, io.EOF):
+		case err != nil && errors.As(err, new(*http.MaxBytesError)):
+			yield("", bodyErr(err))
+		default:
 			fail("has data after the JSON object")
 		}
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/couponsd/couponsd/infra/eventstore/boltstore"
 	"github.com/couponsd/couponsd/infra/redisguard"
 	"github.com/couponsd/couponsd/infra/redisidem"
+	"github.com/couponsd/couponsd/infra/redisjobs"
 	"github.com/couponsd/couponsd/infra/redisx"
 	"github.com/couponsd/couponsd/readapi"
 )
@@ -119,6 +120,12 @@ func newEnv(t *testing.T, opts ...envOption) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	jobs, err := redisjobs.New(conn.Client, conn.Prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Jobs are stored, not run: no worker in this env.
+	attachGrants(t, handlers, commands.Deps{Repo: repo, Guard: guard, Clock: clock}, jobs, slog.New(slog.DiscardHandler))
 	idem := ec.idem
 	if idem == nil {
 		if idem, err = redisidem.New(conn.Client, conn.Prefix); err != nil {

@@ -49,6 +49,7 @@ type readConfig struct {
 	maxWait time.Duration                    // readapi wait bound for min_position
 	targets map[string]projections.Projector // extra replay targets
 	verify  func(context.Context) (any, error)
+	config  func(*Config) // server config changes
 }
 
 type readOption func(*readConfig)
@@ -57,6 +58,7 @@ func withMaxWait(d time.Duration) readOption { return func(c *readConfig) { c.ma
 func withReplayTarget(name string, p projections.Projector) readOption {
 	return func(c *readConfig) { c.targets[name] = p }
 }
+func withServerConfig(f func(*Config)) readOption { return func(c *readConfig) { c.config = f } }
 func withVerify(f func(context.Context) (any, error)) readOption {
 	return func(c *readConfig) { c.verify = f }
 }
@@ -121,7 +123,8 @@ func newReadEnv(t *testing.T, opts ...readOption) *readEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	jobsProj, err := projections.NewGrantJobsProjector(jobs)
+	runGrants := attachGrants(t, handlers, commands.Deps{Repo: repo, Guard: guard, Clock: clock}, jobs, log)
+	jobsProj, err := projections.NewGrantJobsProjector(jobs, reg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -172,7 +175,11 @@ func newReadEnv(t *testing.T, opts ...readOption) *readEnv {
 		t.Fatal(err)
 	}
 	promReg := prometheus.NewRegistry()
-	srv, err := New(Config{JWTSecret: testSecret}, Deps{
+	scfg := Config{JWTSecret: testSecret}
+	if rc.config != nil {
+		rc.config(&scfg)
+	}
+	srv, err := New(scfg, Deps{
 		Commands: handlers, Batches: batches, Repo: repo, Idempotency: idem,
 		Metrics: NewMetrics(promReg), Registry: promReg, Clock: clock, Logger: log,
 		Queries: &Queries{Coupons: coupons, Reports: reports, Counts: guard, Checkout: checkout, Ready: func(context.Context) error {
@@ -205,6 +212,7 @@ func newReadEnv(t *testing.T, opts ...readOption) *readEnv {
 		})
 	}
 	wg.Go(func() { worker.Run(rctx) })
+	wg.Go(func() { runGrants(rctx) })
 	t.Cleanup(func() {
 		for _, p := range re.paused {
 			p.resume()

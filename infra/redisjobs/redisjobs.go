@@ -177,8 +177,12 @@ func (s *Store) LeaseOwner(ctx context.Context, jobID string) (string, error) {
 }
 
 // doneKey is the set of a job's done shards; countsKey their summed counts.
-func (s *Store) doneKey(jobID string) string   { return s.activeKey[:len(s.activeKey)-len("active")] + "done:" + jobID }
-func (s *Store) countsKey(jobID string) string { return s.activeKey[:len(s.activeKey)-len("active")] + "counts:" + jobID }
+func (s *Store) doneKey(jobID string) string {
+	return s.activeKey[:len(s.activeKey)-len("active")] + "done:" + jobID
+}
+func (s *Store) countsKey(jobID string) string {
+	return s.activeKey[:len(s.activeKey)-len("active")] + "counts:" + jobID
+}
 
 // shardDoneLua: KEYS done set, counts hash, checkpoint. ARGV shard, pos,
 // granted, skipped, not_granted, failed. Adds the counts only the first time
