@@ -79,7 +79,7 @@ type grantRig struct {
 	stop   func()
 }
 
-func startGrants(t *testing.T, w *world, b redistest.Backend, shardSize int) *grantRig {
+func startGrants(t testing.TB, w *world, b redistest.Backend, shardSize int) *grantRig {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	jobs, err := redisjobs.New(b.Client, b.Prefix)

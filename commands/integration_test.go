@@ -36,7 +36,7 @@ type world struct {
 	h     *commands.Handlers
 }
 
-func newWorld(t *testing.T, b redistest.Backend, wrap func(es.Store) es.Store) *world {
+func newWorld(t testing.TB, b redistest.Backend, wrap func(es.Store) es.Store) *world {
 	t.Helper()
 	bs, err := boltstore.Open(t.TempDir(), boltstore.Options{})
 	if err != nil {
@@ -73,7 +73,7 @@ func rules(limit int) domain.Rules {
 	}
 }
 
-func (w *world) issue(t *testing.T, id string, stock int64, limit int) {
+func (w *world) issue(t testing.TB, id string, stock int64, limit int) {
 	t.Helper()
 	if _, err := w.h.IssueBatch.Handle(context.Background(), commands.IssueBatch{BatchID: id, Rules: rules(limit), TotalStock: stock, By: "admin"}); err != nil {
 		t.Fatal(err)

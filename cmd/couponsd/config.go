@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/couponsd/couponsd/domain"
+	"github.com/couponsd/couponsd/infra/outbound"
 	"log/slog"
 	"os"
 	"strconv"
@@ -21,6 +22,8 @@ type Config struct {
 	KafkaBrokers       string        // COUPONS_KAFKA_BROKERS
 	GrantShardSize     int           // COUPONS_GRANT_SHARD_SIZE: distinct users per grant shard (default 1000)
 	GrantConcurrency   int           // COUPONS_GRANT_CONCURRENCY: grant shards granted at once per instance (default 4)
+	WebhookURL         string        // COUPONS_WEBHOOK_URL: outbound events as signed webhooks (embedded mode)
+	WebhookSecret      string        // COUPONS_WEBHOOK_SECRET: their HMAC key (at least 16 bytes)
 	GrantTempDir       string        // COUPONS_GRANT_TEMP_DIR: where uploads are split (default: the OS temp dir)
 	ElasticsearchURL   string        // COUPONS_ELASTICSEARCH_URL
 	JWTSecret          string        // COUPONS_JWT_SECRET
@@ -72,6 +75,8 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	str("COUPONS_EVENTSTORE_URL", &c.EventStoreURL)
 	str("COUPONS_KAFKA_BROKERS", &c.KafkaBrokers)
 	str("COUPONS_GRANT_TEMP_DIR", &c.GrantTempDir)
+	str("COUPONS_WEBHOOK_URL", &c.WebhookURL)
+	c.WebhookSecret = getenv("COUPONS_WEBHOOK_SECRET")
 	str("COUPONS_ELASTICSEARCH_URL", &c.ElasticsearchURL)
 	c.JWTSecret = getenv("COUPONS_JWT_SECRET")
 	dur("COUPONS_HOLD_TIMEOUT", &c.HoldTimeout)
@@ -128,6 +133,11 @@ func (c Config) Validate() error {
 	}
 	if c.GrantShardSize > domain.MaxGrantShardSize {
 		errs = append(errs, fmt.Errorf("COUPONS_GRANT_SHARD_SIZE must be at most %d", domain.MaxGrantShardSize))
+	}
+	if c.WebhookURL != "" {
+		if err := (outbound.WebhookConfig{URL: c.WebhookURL, Secret: c.WebhookSecret}).WithDefaults().Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("COUPONS_WEBHOOK_URL / COUPONS_WEBHOOK_SECRET: %w", err))
+		}
 	}
 	if c.JWTSecret != "" && len(c.JWTSecret) < 32 {
 		errs = append(errs, errors.New("COUPONS_JWT_SECRET must be at least 32 bytes"))

@@ -41,7 +41,7 @@ func (rs *readSide) runKafka(a *app, goRun func(func(context.Context)), jobs *re
 		return err
 	}
 	owner := instanceID()
-	goRun(func(ctx context.Context) { runUnderLease(ctx, a, jobs, owner, fw.Run) })
+	goRun(func(ctx context.Context) { runUnderLease(ctx, a, jobs, forwarderLease, owner, fw.Run) })
 	for _, p := range rs.live {
 		goRun(func(ctx context.Context) {
 			if err := kafkapipe.RunConsumer(ctx, kcfg, p, a.log); err != nil && ctx.Err() == nil {
@@ -52,12 +52,12 @@ func (rs *readSide) runKafka(a *app, goRun func(func(context.Context)), jobs *re
 	return nil
 }
 
-// runUnderLease runs f while this instance holds the forwarder lease,
-// renewing it; f's context ends when the lease is lost.
-func runUnderLease(ctx context.Context, a *app, jobs *redisjobs.Store, owner string, f func(context.Context) error) {
+// runUnderLease runs f while this instance holds the named lease, renewing
+// it; f's context ends when the lease is lost.
+func runUnderLease(ctx context.Context, a *app, jobs *redisjobs.Store, lease, owner string, f func(context.Context) error) {
 	const ttl = 15 * time.Second
 	for ctx.Err() == nil {
-		if ok, err := jobs.TryLease(ctx, forwarderLease, owner, ttl); err == nil && ok {
+		if ok, err := jobs.TryLease(ctx, lease, owner, ttl); err == nil && ok {
 			lctx, cancel := context.WithCancel(ctx)
 			done := make(chan error, 1)
 			go func() { done <- f(lctx) }()
@@ -67,12 +67,12 @@ func runUnderLease(ctx context.Context, a *app, jobs *redisjobs.Store, owner str
 				select {
 				case err := <-done:
 					if err != nil && ctx.Err() == nil {
-						a.log.Error("kafka forwarder stopped", "err", err)
+						a.log.Error("leased task stopped", "lease", lease, "err", err)
 					}
 					break held
 				case <-t.C:
-					if ok, err := jobs.RenewLease(ctx, forwarderLease, owner, ttl); err != nil || !ok {
-						a.log.Warn("kafka forwarder lease lost", "err", err)
+					if ok, err := jobs.RenewLease(ctx, lease, owner, ttl); err != nil || !ok {
+						a.log.Warn("lease lost", "lease", lease, "err", err)
 						cancel()
 						<-done
 						break held
@@ -81,7 +81,7 @@ func runUnderLease(ctx context.Context, a *app, jobs *redisjobs.Store, owner str
 			}
 			t.Stop()
 			cancel()
-			_ = jobs.ReleaseLease(context.WithoutCancel(ctx), forwarderLease, owner)
+			_ = jobs.ReleaseLease(context.WithoutCancel(ctx), lease, owner)
 		}
 		select {
 		case <-ctx.Done():

@@ -146,6 +146,10 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	runOutbound, err := a.openOutbound(ctx)
+	if err != nil {
+		return err
+	}
 	rs, err := a.openReadSide(ctx)
 	if err != nil {
 		return err
@@ -182,6 +186,9 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 			log.Error("grant shard consumer stopped", "err", err)
 		}
 	})
+	if runOutbound != nil {
+		goRun(runOutbound)
+	}
 	if err := rs.run(a, goRun); err != nil {
 		return err
 	}
