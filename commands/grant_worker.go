@@ -33,7 +33,7 @@ type JobLeases interface {
 // GrantWorkerConfig tunes the grant worker.
 type GrantWorkerConfig struct {
 	Interval time.Duration // how often the active jobs are polled (default 2s)
-	LeaseTTL time.Duration // lease length, renewed every third of it (default 30s)
+	LeaseTTL time.Duration // lease length, renewed every third of it (default 15s)
 	MaxJobs  int           // jobs coordinated at once by this instance (default 8)
 	Owner    string        // this instance's name in lease tokens (default host-pid)
 }
@@ -44,7 +44,7 @@ func (c GrantWorkerConfig) WithDefaults() GrantWorkerConfig {
 		c.Interval = 2 * time.Second
 	}
 	if c.LeaseTTL <= 0 {
-		c.LeaseTTL = 30 * time.Second
+		c.LeaseTTL = 15 * time.Second
 	}
 	if c.MaxJobs <= 0 {
 		c.MaxJobs = 8

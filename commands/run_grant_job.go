@@ -34,7 +34,8 @@ type GrantCoordinatorConfig struct {
 	// Interval is how often the job's progress is read (default 500ms).
 	Interval time.Duration
 	// StallTimeout: when no shard got done for this long, the shards not
-	// done are checked in the event store and sent again (default 1m).
+	// done are checked in the event store and sent again (default 15s:
+	// longer than a shard lease, so a dead consumer's shards are free).
 	StallTimeout time.Duration
 	// SendChunk is the number of shard commands per bus call (default 500).
 	SendChunk int
@@ -46,7 +47,7 @@ func (c GrantCoordinatorConfig) WithDefaults() GrantCoordinatorConfig {
 		c.Interval = 500 * time.Millisecond
 	}
 	if c.StallTimeout <= 0 {
-		c.StallTimeout = time.Minute
+		c.StallTimeout = 15 * time.Second
 	}
 	if c.SendChunk <= 0 {
 		c.SendChunk = 500
