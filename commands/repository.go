@@ -165,3 +165,10 @@ func (r *Repository) LoadBatchAt(ctx context.Context, id string, rev uint64) (*d
 	}
 	return domain.NewBatchFromHistory(id, evs), nil
 }
+
+// StreamPrefixes are the categories of every stream the service writes (an
+// event store adapter that filters by prefix, like EventStoreDB's, must
+// know them all).
+func StreamPrefixes() []string {
+	return []string{"batch-", "coupon-", grantJobStreamPrefix, grantShardStreamPrefix, reminderStreamPrefix}
+}

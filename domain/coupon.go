@@ -26,6 +26,7 @@ type Coupon struct {
 	OrderID        string // the order holding or having used it
 	HoldUntil      time.Time
 	PaymentID      string
+	ExpiryReminded bool                // coupon.expiry_reminded.v1 was recorded (once per coupon)
 	released       map[string]struct{} // orders whose lock or use was released (unlock or return)
 	version        int64
 	changes        []Event
@@ -253,6 +254,38 @@ func (c *Coupon) Expire(now time.Time) {
 	}
 }
 
+// RemindExpiry records coupon.expiry_reminded.v1 when the coupon is usable
+// and its validity ends within lead of now (now in [ValidUntil-lead,
+// ValidUntil)). A coupon is reminded at most once, even if it is later
+// locked and released, or redeemed and returned. Refusals are domain errors:
+// ErrNotFound (no such coupon), ErrConflict (already reminded, not usable,
+// not due yet), ErrOutsideValidity (validity over). A locked coupon is
+// refused now and may be reminded once its order releases it, if that
+// happens before its validity ends.
+func (c *Coupon) RemindExpiry(lead time.Duration, now time.Time) error {
+	if lead <= 0 {
+		return Invalid("lead", "must be positive, got %v", lead)
+	}
+	if err := c.mustExist(); err != nil {
+		return err
+	}
+	if c.ExpiryReminded {
+		return Errorf(ErrConflict, "coupon %s was already reminded of its expiry", c.ID)
+	}
+	if c.Status != CouponUsable {
+		return Errorf(ErrConflict, "coupon %s is %s, not usable: no expiry reminder", c.ID, c.Status)
+	}
+	if !now.Before(c.Terms.ValidUntil) {
+		return Errorf(ErrOutsideValidity, "coupon %s was valid until %s", c.ID, c.Terms.ValidUntil.Format(time.RFC3339))
+	}
+	if due := c.Terms.ValidUntil.Add(-lead); now.Before(due) {
+		return Errorf(ErrConflict, "coupon %s: its expiry reminder is due at %s", c.ID, due.Format(time.RFC3339))
+	}
+	c.record(&CouponExpiryReminded{CouponID: c.ID, BatchID: c.Terms.BatchID, UserID: c.UserID,
+		ValidUntil: c.Terms.ValidUntil, At: now})
+	return nil
+}
+
 // wasReleased tells whether orderID's hold or use was released (unlock or return).
 func (c *Coupon) wasReleased(orderID string) bool {
 	_, ok := c.released[orderID]
@@ -293,6 +326,8 @@ func (c *Coupon) Apply(e Event) {
 		c.Status, c.OrderID, c.PaymentID = CouponUsable, "", ""
 	case *CouponExpired:
 		c.Status = CouponExpiredS
+	case *CouponExpiryReminded:
+		c.ExpiryReminded = true
 	}
 	c.version++
 }

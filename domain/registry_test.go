@@ -24,6 +24,7 @@ var goldenNames = []string{
 	"coupon.claim_voided.v1",
 	"coupon.claimed.v1",
 	"coupon.expired.v1",
+	"coupon.expiry_reminded.v1",
 	"coupon.granted.v1",
 	"coupon.locked.v1",
 	"coupon.redeemed.v1",
@@ -35,6 +36,8 @@ var goldenNames = []string{
 	"grantshard.done.v1",
 	"grantshard.listed.v1",
 	"grantshard.started.v1",
+	"reminder.sent.v1",
+	"reminder.subscribed.v1",
 }
 
 // sample is a fully populated value of one event and its exact stored JSON.
@@ -94,6 +97,12 @@ func sampleEvents() map[string]sample {
 			`{"job_id":"job-1","shard":2,"at":"2026-11-01T09:30:15.123456789Z"}`},
 		"grantshard.done.v1": {&domain.GrantShardDone{JobID: "job-1", BatchID: "b-1", Shard: 2, GrantCounts: counts, Outcome: domain.GrantJobSoldOut, At: at},
 			`{"job_id":"job-1","batch_id":"b-1","shard":2,"total":4,"granted":1,"skipped":1,"not_granted":1,"failed":1,"outcome":"sold_out","at":"2026-11-01T09:30:15.123456789Z"}`},
+		"coupon.expiry_reminded.v1": {&domain.CouponExpiryReminded{CouponID: "c-1", BatchID: "b-1", UserID: "u-1", ValidUntil: at, At: at},
+			`{"coupon_id":"c-1","batch_id":"b-1","user_id":"u-1","valid_until":"2026-11-01T09:30:15.123456789Z","at":"2026-11-01T09:30:15.123456789Z"}`},
+		"reminder.subscribed.v1": {&domain.ReminderSubscribed{BatchID: "b-1", UserID: "u-1", OpensAt: at, At: at},
+			`{"batch_id":"b-1","user_id":"u-1","opens_at":"2026-11-01T09:30:15.123456789Z","at":"2026-11-01T09:30:15.123456789Z"}`},
+		"reminder.sent.v1": {&domain.ReminderSent{BatchID: "b-1", UserID: "u-1", OpenedAt: at, At: at},
+			`{"batch_id":"b-1","user_id":"u-1","opened_at":"2026-11-01T09:30:15.123456789Z","at":"2026-11-01T09:30:15.123456789Z"}`},
 	}
 }
 
@@ -139,6 +148,9 @@ func TestEventNamesAreExplicit(t *testing.T) {
 		{&domain.GrantShardListed{}, "grantshard.listed.v1"},
 		{&domain.GrantShardStarted{}, "grantshard.started.v1"},
 		{&domain.GrantShardDone{}, "grantshard.done.v1"},
+		{&domain.CouponExpiryReminded{}, "coupon.expiry_reminded.v1"},
+		{&domain.ReminderSubscribed{}, "reminder.subscribed.v1"},
+		{&domain.ReminderSent{}, "reminder.sent.v1"},
 	}
 	if len(pinned) != len(goldenNames) {
 		t.Fatalf("%d pinned types for %d names", len(pinned), len(goldenNames))
@@ -154,6 +166,7 @@ func TestEventNamesAreExplicit(t *testing.T) {
 		domain.EvCouponLocked, domain.EvCouponUnlocked, domain.EvCouponRedeemed, domain.EvCouponReturned,
 		domain.EvCouponExpired, domain.EvCouponClaimVoided, domain.EvGrantJobCreatedV1, domain.EvGrantJobCreated,
 		domain.EvGrantJobFinished, domain.EvGrantShardListed, domain.EvGrantShardStarted, domain.EvGrantShardDone,
+		domain.EvCouponExpiryReminded, domain.EvReminderSubscribed, domain.EvReminderSent,
 	}
 	slices.Sort(consts)
 	if !slices.Equal(consts, goldenNames) {

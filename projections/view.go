@@ -174,6 +174,8 @@ func (p *ViewProjector) viewOp(ctx context.Context, e domain.Event, rec es.Recor
 		op.UserID, op.CouponID, op.Kind = e.UserID, e.CouponID, ViewRemove
 	case *domain.CouponExpired:
 		op.UserID, op.CouponID, op.Kind = e.UserID, e.CouponID, ViewRemove
+	case *domain.CouponExpiryReminded:
+		op.UserID, op.CouponID, op.Kind = e.UserID, e.CouponID, ViewTouch
 	case *domain.CouponReturned:
 		op.UserID, op.CouponID, op.Kind = e.UserID, e.CouponID, ViewTouch
 		if e.UsableAgain {

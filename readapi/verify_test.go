@@ -17,6 +17,7 @@ import (
 	"github.com/couponsd/couponsd/domain/es"
 	"github.com/couponsd/couponsd/infra/eventstore/boltstore"
 	"github.com/couponsd/couponsd/infra/redisguard"
+	"github.com/couponsd/couponsd/infra/redisjobs"
 	"github.com/couponsd/couponsd/infra/redisops"
 	"github.com/couponsd/couponsd/infra/redistest"
 	"github.com/couponsd/couponsd/infra/redisview"
@@ -108,6 +109,7 @@ func (m *memHistory) Rebuild(context.Context) (projections.HistoryRebuild, error
 type venv struct {
 	b          redistest.Backend
 	rdb        redis.UniversalClient
+	cmdDeps    commands.Deps
 	store      es.Store
 	repo       *commands.Repository
 	guard      *redisguard.Guard
@@ -118,6 +120,54 @@ type venv struct {
 	clk        *vclock
 	projectors []projections.Projector
 	projected  uint64
+}
+
+// syncGrantBus grants each shard as it is sent and remembers it done: the
+// grant jobs without a bus or a projection.
+type syncGrantBus struct {
+	shard *commands.GrantShardHandler
+	mu    sync.Mutex
+	done  map[string][]int
+}
+
+func (b *syncGrantBus) SendGrantShards(ctx context.Context, cmds []commands.GrantShard) error {
+	for _, c := range cmds {
+		if _, err := b.shard.Handle(ctx, c); err != nil {
+			return err
+		}
+		b.mu.Lock()
+		b.done[c.JobID] = append(b.done[c.JobID], c.Shard)
+		b.mu.Unlock()
+	}
+	return nil
+}
+
+func (b *syncGrantBus) DoneShards(_ context.Context, jobID string) ([]int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]int(nil), b.done[jobID]...), nil
+}
+
+func (b *syncGrantBus) GrantJobProgress(_ context.Context, jobID string) (int, domain.GrantCounts, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.done[jobID]), domain.GrantCounts{}, nil
+}
+
+func (e *venv) syncGrants(t *testing.T) *commands.GrantJobs {
+	t.Helper()
+	leases, err := redisjobs.New(e.b.Client, e.b.Prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bus := &syncGrantBus{done: map[string][]int{}}
+	g, err := commands.NewGrantJobs(e.cmdDeps, commands.GrantJobsDeps{Bus: bus, Tracker: bus, Leases: leases},
+		commands.GrantJobsConfig{Upload: commands.GrantUploadConfig{TempDir: t.TempDir()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bus.shard = g.Shard
+	return g
 }
 
 func newVenv(t *testing.T, b redistest.Backend) *venv {
@@ -142,7 +192,8 @@ func newVenv(t *testing.T, b redistest.Backend) *venv {
 	if e.ops, err = redisops.New(b.Client, b.Prefix); err != nil {
 		t.Fatal(err)
 	}
-	if e.h, err = commands.NewHandlers(commands.Deps{Repo: repo, Guard: e.guard, Clock: e.clk}, 30*time.Minute); err != nil {
+	e.cmdDeps = commands.Deps{Repo: repo, Guard: e.guard, Clock: e.clk}
+	if e.h, err = commands.NewHandlers(e.cmdDeps, 30*time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	vp, err := projections.NewViewProjector(e.view, repo, reg)
@@ -263,8 +314,10 @@ func build(t *testing.T, e *venv) {
 	lock("c-d1", "dave", "o4")
 	must[commands.Result[*domain.Coupon]](t)(h.Unlock.Handle(ctx, commands.UnlockCoupon{CouponID: "c-d1", OrderID: "o4"}))
 
-	must[commands.Result[*domain.GrantJob]](t)(h.Grants.Create.Handle(ctx, commands.CreateGrantJob{JobID: "j1", BatchID: "b2", UserIDs: []string{"frank", "alice"}, By: "admin"}))
-	if st, err := h.Grants.Run.Handle(ctx, commands.RunGrantJob{JobID: "j1"}); err != nil || st.Granted != 2 {
+	grants := e.syncGrants(t)
+	must[commands.Result[*domain.GrantJob]](t)(grants.Create.Handle(ctx, commands.CreateGrantJob{JobID: "j1", BatchID: "b2",
+		Users: func(yield func(string, error) bool) { _ = yield("frank", nil) && yield("alice", nil) }, By: "admin"}))
+	if st, err := grants.Run.Handle(ctx, commands.RunGrantJob{JobID: "j1"}); err != nil || st.Granted != 2 {
 		t.Fatalf("grant job: %+v %v", st, err)
 	}
 

@@ -22,6 +22,7 @@ type Config struct {
 	KafkaBrokers       string        // COUPONS_KAFKA_BROKERS
 	GrantShardSize     int           // COUPONS_GRANT_SHARD_SIZE: distinct users per grant shard (default 1000)
 	GrantConcurrency   int           // COUPONS_GRANT_CONCURRENCY: grant shards granted at once per instance (default 4)
+	ExpiryReminderLead time.Duration // COUPONS_EXPIRY_REMINDER_LEAD: how long before expiry a usable coupon is reminded (default 24h)
 	WebhookURL         string        // COUPONS_WEBHOOK_URL: outbound events as signed webhooks (embedded mode)
 	WebhookSecret      string        // COUPONS_WEBHOOK_SECRET: their HMAC key (at least 16 bytes)
 	GrantTempDir       string        // COUPONS_GRANT_TEMP_DIR: where uploads are split (default: the OS temp dir)
@@ -43,7 +44,7 @@ func DefaultConfig() Config {
 	return Config{
 		Addr: ":8080", DataDir: "./data", RedisPrefix: "couponsd:",
 		HoldTimeout: 30 * time.Minute, ReservationTimeout: 30 * time.Second,
-		WorkerInterval: time.Second, ReconcileInterval: 10 * time.Second,
+		WorkerInterval: time.Second, ReconcileInterval: 10 * time.Second, ExpiryReminderLead: 24 * time.Hour,
 		ShutdownTimeout: 10 * time.Second, LogLevel: slog.LevelInfo, GuardSettle: 15 * time.Second,
 		ClaimsPerMinute: 10, MaxInflightClaims: 4096,
 	}
@@ -85,6 +86,7 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	dur("COUPONS_RECONCILE_INTERVAL", &c.ReconcileInterval)
 	dur("COUPONS_SHUTDOWN_TIMEOUT", &c.ShutdownTimeout)
 	dur("COUPONS_GUARD_SETTLE", &c.GuardSettle)
+	dur("COUPONS_EXPIRY_REMINDER_LEAD", &c.ExpiryReminderLead)
 	num := func(name string, dst *int) {
 		if v := strings.TrimSpace(getenv(name)); v != "" {
 			n, err := strconv.Atoi(v)
@@ -122,7 +124,7 @@ func (c Config) Validate() error {
 	for name, d := range map[string]time.Duration{
 		"COUPONS_HOLD_TIMEOUT": c.HoldTimeout, "COUPONS_RESERVATION_TIMEOUT": c.ReservationTimeout,
 		"COUPONS_WORKER_INTERVAL": c.WorkerInterval, "COUPONS_RECONCILE_INTERVAL": c.ReconcileInterval,
-		"COUPONS_SHUTDOWN_TIMEOUT": c.ShutdownTimeout,
+		"COUPONS_SHUTDOWN_TIMEOUT": c.ShutdownTimeout, "COUPONS_EXPIRY_REMINDER_LEAD": c.ExpiryReminderLead,
 	} {
 		if d <= 0 {
 			errs = append(errs, fmt.Errorf("%s must be positive", name))

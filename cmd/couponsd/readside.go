@@ -19,6 +19,7 @@ import (
 	"github.com/couponsd/couponsd/infra/httpapi"
 	"github.com/couponsd/couponsd/infra/redisjobs"
 	"github.com/couponsd/couponsd/infra/redisops"
+	"github.com/couponsd/couponsd/infra/redisreminders"
 	"github.com/couponsd/couponsd/infra/redisview"
 	"github.com/couponsd/couponsd/projections"
 	"github.com/couponsd/couponsd/readapi"
@@ -35,6 +36,7 @@ type readSide struct {
 	history    projections.HistoryIndex
 	queries    *httpapi.Queries
 	grants     *commands.GrantWorker
+	reminders  *redisreminders.Store
 }
 
 // Bounds of /readyz: projections further behind than this are not ready.
@@ -83,7 +85,14 @@ func (a *app) openReadSide(ctx context.Context) (*readSide, error) {
 	if rs.grants, err = commands.NewGrantWorker(a.handlers.Grants.Run, jobs, jobs, commands.GrantWorkerConfig{}, a.log); err != nil {
 		return nil, err
 	}
-	all := []projections.Projector{opsProj, syncProj, viewProj, histProj, jobsProj}
+	if rs.reminders, err = redisreminders.New(a.redis.Client, a.redis.Prefix); err != nil {
+		return nil, err
+	}
+	remProj, err := projections.NewRemindersProjector(rs.reminders, reg)
+	if err != nil {
+		return nil, err
+	}
+	all := []projections.Projector{opsProj, syncProj, viewProj, histProj, jobsProj, remProj}
 	names := make([]string, len(all))
 	for i, p := range all {
 		names[i] = p.Name()
@@ -142,6 +151,17 @@ func (rs *readSide) run(a *app, goRun func(func(context.Context))) error {
 		}
 	}
 	goRun(rs.grants.Run)
+	rcfg := commands.ReminderConfig{Lead: a.cfg.ExpiryReminderLead}
+	expiry, err := commands.NewExpiryReminderWorker(a.repo, rs.reminders, a.clock, rcfg, a.log)
+	if err != nil {
+		return err
+	}
+	opening, err := commands.NewClaimOpeningWorker(a.repo, rs.reminders, a.clock, rcfg, a.log)
+	if err != nil {
+		return err
+	}
+	goRun(expiry.Run)
+	goRun(opening.Run)
 	lagEvents := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "couponsd_projection_lag_events",
 		Help: "Events appended to the store that a projection has not applied yet."}, []string{"projection"})
 	lagSeconds := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "couponsd_projection_lag_seconds",

@@ -112,5 +112,8 @@ func (rs *readSide) redisResets(a *app) map[string]func(context.Context) error {
 		"view":       rs.view.Reset,
 		"guard-sync": del(a.redis.Prefix + "guard-sync:checkpoint"),
 		"grant-jobs": del(rs.jobs.ActiveKey(), rs.jobs.CheckpointKey()),
+		"reminders": func(ctx context.Context) error {
+			return redisx.DeletePrefix(ctx, a.redis.Client, rs.reminders.Key(""))
+		},
 	}
 }

@@ -158,6 +158,10 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	reminders, err := commands.NewSubscribeReminderHandler(a.repo, a.clock)
+	if err != nil {
+		return err
+	}
 	admin := &httpapi.Admin{Replays: replays, Verify: a.verifier(rs)}
 	var limiter httpapi.ClaimLimiter
 	if cfg.ClaimsPerMinute > 0 {
@@ -168,7 +172,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	srv, err := httpapi.New(httpapi.Config{JWTSecret: secret, MaxInflightClaims: cfg.MaxInflightClaims}, httpapi.Deps{
 		Commands: a.handlers, Batches: batches, Repo: a.repo, Idempotency: idem,
 		Metrics: a.metrics, Registry: a.registry, Logger: log, Clock: a.clock,
-		Queries: rs.queries, WakeGrants: rs.grants.Wake, Admin: admin, ClaimLimiter: limiter,
+		Queries: rs.queries, WakeGrants: rs.grants.Wake, Reminders: reminders, Admin: admin, ClaimLimiter: limiter,
 	})
 	if err != nil {
 		return err
@@ -233,7 +237,7 @@ func (a *app) openStore(ctx context.Context) (es.Store, error) {
 		// KurrentDB (EventStoreDB's new name) speaks the same protocol; the
 		// v4 client knows the esdb schemes only.
 		url := strings.Replace(a.cfg.EventStoreURL, "kurrentdb", "esdb", 1)
-		return esdbstore.Open(ctx, url, esdbstore.Options{Logger: a.log})
+		return esdbstore.Open(ctx, url, esdbstore.Options{Logger: a.log, StreamPrefixes: commands.StreamPrefixes()})
 	}
 	return boltstore.Open(filepath.Join(a.cfg.DataDir, "events"), boltstore.Options{
 		Now: a.clock.Now, Logger: a.log, OnCommit: a.metrics.ObserveAppendBatch,

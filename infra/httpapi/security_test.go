@@ -213,6 +213,7 @@ var routeRoles = map[string][]string{
 	"POST /v1/admin/verify":                admin,
 	"POST /v1/pricing/best":                {RoleAdmin, RoleService},
 	"POST /v1/batches/:id/claim":           user,
+	"POST /v1/batches/:id/reminders":       user,
 	"GET /v1/me/coupons":                   user,
 	"GET /v1/batches/claimable":            user,
 	"GET /v1/products/:product_id/coupons": user,

@@ -9,8 +9,9 @@ import (
 	"github.com/couponsd/couponsd/domain"
 )
 
-// DefaultStreamPrefixes are the service's stream categories.
-var DefaultStreamPrefixes = []string{"batch-", "coupon-", "grantjob-"}
+// DefaultStreamPrefixes are the service's stream categories (the composition
+// root passes commands.StreamPrefixes; this default serves the tests).
+var DefaultStreamPrefixes = []string{"batch-", "coupon-", "grantjob-", "grantshard-", "reminder-"}
 
 // Defaults used for zero Options fields.
 const (
