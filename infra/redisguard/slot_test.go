@@ -46,7 +46,7 @@ func TestScriptKeysShareSlot(t *testing.T) {
 			}
 		}
 	}
-	if len(scripts) != 4 {
-		t.Errorf("scripts = %d, want 4 (sync, reserve, confirm, release): update this test", len(scripts))
+	if len(scripts) != 6 {
+		t.Errorf("scripts = %d, want 6 (sync, reserve, confirm, release, reserve-grants, confirm-many): update this test", len(scripts))
 	}
 }

@@ -45,6 +45,7 @@ import (
 	"github.com/couponsd/couponsd/infra/redisjobs"
 	"github.com/couponsd/couponsd/infra/redislimit"
 	"github.com/couponsd/couponsd/infra/redisops"
+	"github.com/couponsd/couponsd/infra/redisreminders"
 	"github.com/couponsd/couponsd/infra/redisview"
 	"github.com/couponsd/couponsd/infra/redisx"
 	"github.com/couponsd/couponsd/projections"
@@ -117,11 +118,12 @@ func TestKeyFamiliesShareOneSlot(t *testing.T) {
 	}
 }
 
-// scriptCount is how many distinct Lua scripts the service has: guard 4
-// (sync, reserve, confirm, release), view 2 (apply, batch), ops 1 (apply),
-// grant jobs 2 (renew, release lease), idempotency 2 (complete, abandon),
+// scriptCount is how many distinct Lua scripts the service has: guard 6
+// (sync, reserve, confirm, release, reserve grants, confirm many), view 2
+// (apply, batch), ops 1 (apply), grant jobs 3 (renew, release lease, shard
+// done), reminders 2 (apply, drop), idempotency 2 (complete, abandon),
 // claim rate limit 1 (hit).
-const scriptCount = 12
+const scriptCount = 17
 
 // slotChecker is a go-redis hook checking every script call and MULTI block
 // for keys of more than one slot, and recording the script sources that go
@@ -535,7 +537,10 @@ func driveAdapters(t *testing.T, rdb redis.UniversalClient, prefix string) {
 			}
 		}
 		must("grant", g.ReserveGrant(ctx, id, "granted{1}", fmt.Sprintf("g-%d", i), now))
-		_, err := g.Remaining(ctx, id)
+		_, err := g.ReserveGrants(ctx, id, []string{"bulk{1}", "}bulk{"}, []string{fmt.Sprintf("gb-%d-1", i), fmt.Sprintf("gb-%d-2", i)}, now.UnixMilli())
+		must("reserve grants", err)
+		must("confirm many", g.ConfirmMany(ctx, id, []string{fmt.Sprintf("gb-%d-1", i), fmt.Sprintf("gb-%d-2", i)}))
+		_, err = g.Remaining(ctx, id)
 		must("remaining", err)
 	}
 	_, err = g.Pending(ctx, now.Add(time.Hour), 0)
@@ -671,6 +676,41 @@ func driveAdapters(t *testing.T, rdb redis.UniversalClient, prefix string) {
 	}
 	_, err = jobs.ActiveGrantJobs(ctx)
 	must("active jobs", err)
+	for i, id := range batches { // job ids as awkward as batch ids
+		must("shard done", jobs.MarkGrantShardDone(ctx, id, i, domain.GrantCounts{Total: 3, Granted: 2, Skipped: 1}, uint64(40+i)))
+		_, err = jobs.DoneShards(ctx, id)
+		must("done shards", err)
+		_, _, err = jobs.GrantJobProgress(ctx, id)
+		must("job progress", err)
+	}
+
+	// ---- reminder indexes ----
+	rem, err := redisreminders.New(rdb, prefix)
+	must("redisreminders.New", err)
+	var rcs []projections.ReminderChange
+	for i, id := range batches {
+		c := fmt.Sprintf("r-%d{x}", i)
+		rcs = append(rcs,
+			projections.ReminderChange{Kind: projections.ExpiryTrack, Stream: "coupon-" + c, Revision: 0, Position: uint64(100 + 10*i), CouponID: c, ValidUntil: now.Add(time.Hour)},
+			projections.ReminderChange{Kind: projections.ExpiryUntrack, Stream: "coupon-" + c, Revision: 1, Position: uint64(101 + 10*i), CouponID: c},
+			projections.ReminderChange{Kind: projections.ExpiryRetrack, Stream: "coupon-" + c, Revision: 2, Position: uint64(102 + 10*i), CouponID: c},
+			projections.ReminderChange{Kind: projections.OpeningBatch, Stream: "batch-" + id, Revision: 0, Position: uint64(103 + 10*i), BatchID: id, OpensAt: now.Add(-time.Minute)},
+			projections.ReminderChange{Kind: projections.OpeningSubscribed, Stream: "reminder-" + id + "-u{1}", Revision: 0, Position: uint64(104 + 10*i), BatchID: id, UserID: "u{1}", OpensAt: now.Add(-time.Minute)},
+			projections.ReminderChange{Kind: projections.ExpiryForget, Stream: "coupon-" + c, Revision: 3, Position: uint64(105 + 10*i), CouponID: c},
+		)
+	}
+	must("reminders apply", rem.ApplyReminderChanges(ctx, rcs))
+	_, err = rem.Checkpoint(ctx)
+	must("reminders checkpoint", err)
+	_, err = rem.DueExpiryReminders(ctx, now.Add(2*time.Hour), 100)
+	must("due expiry reminders", err)
+	due, err := rem.DueClaimOpenings(ctx, now, 100)
+	must("due openings", err)
+	for _, id := range due {
+		_, err = rem.PendingClaimOpeningReminders(ctx, id, "", 10)
+		must("pending openings", err)
+		must("drop opening", rem.DropClaimOpening(ctx, id))
+	}
 	must("jobs checkpoint", jobs.SaveCheckpoint(ctx, 30))
 
 	// ---- per-shopper claim rate limit ----
