@@ -2,7 +2,6 @@ package outbound
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -132,41 +131,6 @@ func sampleEvent(t testing.TB, reg *domain.Registry, name string) domain.Event {
 	}
 	fill(reflect.ValueOf(ev), "x")
 	return ev
-}
-
-// memCheckpoint is an in-memory Checkpoints; failSaves > 0 fails that many
-// saves.
-type memCheckpoint struct {
-	mu        sync.Mutex
-	pos       uint64
-	saves     int
-	failSaves int
-}
-
-func (m *memCheckpoint) Checkpoint(context.Context) (uint64, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.pos, nil
-}
-
-func (m *memCheckpoint) SaveCheckpoint(_ context.Context, pos uint64) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.failSaves > 0 {
-		m.failSaves--
-		return errors.New("checkpoint store down")
-	}
-	if pos < m.pos {
-		return fmt.Errorf("checkpoint going back: %d < %d", pos, m.pos)
-	}
-	m.pos, m.saves = pos, m.saves+1
-	return nil
-}
-
-func (m *memCheckpoint) get() uint64 {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.pos
 }
 
 // receiver is a webhook endpoint that verifies every signature, answers

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/couponsd/couponsd/internal/testkit"
 	"slices"
 	"sync"
 	"testing"
@@ -118,13 +119,13 @@ func TestProjectorResumesFromCheckpoint(t *testing.T) {
 	s := openStore(t)
 	rc := newReceiver(testSecret)
 	srv := startServer(t, rc)
-	cp := &memCheckpoint{}
+	cp := &testkit.MemCheckpoint{}
 
 	appendEvents(t, s, reg, "first", 5)
 	want := expectedIDs(t, s, m)
 	last, _ := s.LastPosition(context.Background())
 	stop := runProjector(t, s, m, cp, srv.URL())
-	waitFor(t, 5*time.Second, "the first events delivered", func() bool { return cp.get() == last })
+	waitFor(t, 5*time.Second, "the first events delivered", func() bool { return cp.Get() == last })
 	stop()
 	if order, _, _, _ := rc.snapshot(); !slices.Equal(order, want) {
 		t.Fatalf("first run delivered %v, want %v", order, want)
@@ -134,7 +135,7 @@ func TestProjectorResumesFromCheckpoint(t *testing.T) {
 	want = expectedIDs(t, s, m)
 	last, _ = s.LastPosition(context.Background())
 	stop = runProjector(t, s, m, cp, srv.URL())
-	waitFor(t, 5*time.Second, "the new events delivered", func() bool { return cp.get() == last })
+	waitFor(t, 5*time.Second, "the new events delivered", func() bool { return cp.Get() == last })
 	stop()
 
 	order, accepted, _, errs := rc.snapshot()
@@ -177,20 +178,20 @@ func TestProjectorCheckpointNeverPassesUndelivered(t *testing.T) {
 		return 200
 	}
 	srv := startServer(t, rc)
-	cp := &memCheckpoint{failSaves: 1}
+	cp := &testkit.MemCheckpoint{FailSaves: 1}
 	appendEvents(t, s, reg, "a", 3)
 	want := expectedIDs(t, s, m)
 	last, _ := s.LastPosition(context.Background())
 	stop := runProjector(t, s, m, cp, srv.URL())
 	defer stop()
 	waitFor(t, 3*time.Second, "failed attempts", func() bool { _, _, n, _ := rc.snapshot(); return n >= 5 })
-	if got := cp.get(); got != 0 {
+	if got := cp.Get(); got != 0 {
 		t.Fatalf("checkpoint moved to %d while nothing was delivered", got)
 	}
 	mu.Lock()
 	failing = false
 	mu.Unlock()
-	waitFor(t, 5*time.Second, "everything delivered", func() bool { return cp.get() == last })
+	waitFor(t, 5*time.Second, "everything delivered", func() bool { return cp.Get() == last })
 	order, accepted, _, _ := rc.snapshot()
 	if !slices.Equal(order, want) {
 		t.Errorf("delivered %v, want %v", order, want)
@@ -233,7 +234,7 @@ func TestProjectorHandleBatch(t *testing.T) {
 		{StreamID: "x-1", Position: 6, ID: "unknown", Type: "nobody.knows.v1", Data: []byte(`{}`)},
 	}
 	sink := &flakySink{fail: 1}
-	cp := &memCheckpoint{pos: 3}
+	cp := &testkit.MemCheckpoint{Pos: 3}
 	p, err := NewProjector(m, sink, cp)
 	if err != nil {
 		t.Fatal(err)
@@ -245,14 +246,14 @@ func TestProjectorHandleBatch(t *testing.T) {
 	if err := p.HandleBatch(ctx, recs); err == nil {
 		t.Fatal("a failed publish was not reported")
 	}
-	if cp.get() != 3 {
-		t.Fatalf("checkpoint moved to %d past a failed publish", cp.get())
+	if cp.Get() != 3 {
+		t.Fatalf("checkpoint moved to %d past a failed publish", cp.Get())
 	}
 	if err := p.HandleBatch(ctx, recs); err != nil {
 		t.Fatal(err)
 	}
-	if cp.get() != 6 {
-		t.Errorf("checkpoint %d, want 6 (the last event, unknown types included)", cp.get())
+	if cp.Get() != 6 {
+		t.Errorf("checkpoint %d, want 6 (the last event, unknown types included)", cp.Get())
 	}
 	if len(sink.got) != 1 || len(sink.got[0]) != 3 {
 		t.Fatalf("published %v, want one call of 3 messages (event, reminder, its notification)", sink.got)
@@ -268,10 +269,10 @@ func TestProjectorHandleBatch(t *testing.T) {
 		t.Errorf("replayed events were published again (%d calls)", sink.calls)
 	}
 	// A checkpoint save failure is reported, after the publish.
-	cp.failSaves = 1
+	cp.FailNextSaves(1)
 	err = p.Handle(ctx, recorded(t, reg, "coupon-c-2", 0, 7, &domain.CouponExpired{CouponID: "c-2", At: at}))
-	if err == nil || cp.get() != 6 {
-		t.Errorf("failed checkpoint save: err %v, checkpoint %d", err, cp.get())
+	if err == nil || cp.Get() != 6 {
+		t.Errorf("failed checkpoint save: err %v, checkpoint %d", err, cp.Get())
 	}
 }
 
@@ -282,8 +283,8 @@ func TestNewProjectorFailsOnNil(t *testing.T) {
 		s  Sink
 		cp Checkpoints
 	}{
-		"mapper": {nil, &flakySink{}, &memCheckpoint{}},
-		"sink":   {m, nil, &memCheckpoint{}},
+		"mapper": {nil, &flakySink{}, &testkit.MemCheckpoint{}},
+		"sink":   {m, nil, &testkit.MemCheckpoint{}},
 		"cp":     {m, &flakySink{}, nil},
 	} {
 		if _, err := NewProjector(c.m, c.s, c.cp); err == nil {

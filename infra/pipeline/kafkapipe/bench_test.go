@@ -3,6 +3,7 @@ package kafkapipe
 import (
 	"context"
 	"fmt"
+	"github.com/couponsd/couponsd/internal/testkit"
 	"testing"
 	"time"
 )
@@ -45,7 +46,7 @@ func benchForwarder(b *testing.B, shape string, batch int) {
 	}
 	b.ResetTimer()
 	start := time.Now()
-	f, stop := startForwarder(b, cfg, store, &memCheckpoint{}, testLog(b))
+	f, stop := startForwarder(b, cfg, store, &testkit.MemCheckpoint{}, testLog(b))
 	waitForwarded(b, f, head, 5*time.Minute)
 	el := time.Since(start)
 	b.StopTimer()
@@ -66,7 +67,7 @@ func BenchmarkConsumer(b *testing.B) {
 	w := workload{streams: max(1, b.N/4), perStream: 4, chunk: 4}
 	w.appendRange(b, context.Background(), store, 0, w.perStream)
 	head, _ := store.LastPosition(context.Background())
-	f, stop := startForwarder(b, cfg, store, &memCheckpoint{}, testLog(b))
+	f, stop := startForwarder(b, cfg, store, &testkit.MemCheckpoint{}, testLog(b))
 	waitForwarded(b, f, head, 5*time.Minute)
 	stop()
 	r := newRecorder(fmt.Sprintf("bench-%d", b.N))

@@ -2,6 +2,7 @@ package kafkapipe
 
 import (
 	"context"
+	"github.com/couponsd/couponsd/internal/testkit"
 	"strconv"
 	"testing"
 	"time"
@@ -109,7 +110,7 @@ func TestTopicLayout(t *testing.T) {
 	store := openStore(t)
 	w := workload{streams: 30, perStream: 20, chunk: 4}
 	w.appendRange(t, context.Background(), store, 0, w.perStream)
-	f, _ := startForwarder(t, cfg, store, &memCheckpoint{}, testLog(t))
+	f, _ := startForwarder(t, cfg, store, &testkit.MemCheckpoint{}, testLog(t))
 	waitForwarded(t, f, uint64(w.total()), 10*time.Second)
 	recs := readTopic(t, cfg, w.total())
 	hash := sarama.NewHashPartitioner(cfg.WithDefaults().Topic)
@@ -153,7 +154,7 @@ func TestForwarderResumesFromCheckpoint(t *testing.T) {
 	log := testLog(t)
 	store := openStore(t)
 	ctx := context.Background()
-	cp := &memCheckpoint{}
+	cp := &testkit.MemCheckpoint{}
 	r := newRecorder("forwarder-restart")
 	startConsumer(t, cfg, r, log)
 
@@ -162,7 +163,7 @@ func TestForwarderResumesFromCheckpoint(t *testing.T) {
 	f1, stop1 := startForwarder(t, cfg, store, cp, log)
 	waitForwarded(t, f1, uint64(w.streams*15), 10*time.Second)
 	stop1()
-	if got := cp.get(); got != uint64(w.streams*15) {
+	if got := cp.Get(); got != uint64(w.streams*15) {
 		t.Fatalf("checkpoint after a clean stop: %d, want %d", got, w.streams*15)
 	}
 
@@ -184,15 +185,15 @@ func TestForwarderCheckpointStoreDown(t *testing.T) {
 	cfg := testConfig(c.ListenAddrs())
 	mustEnsureTopic(t, cfg)
 	store := openStore(t)
-	cp := &memCheckpoint{failSaves: 5}
+	cp := &testkit.MemCheckpoint{FailSaves: 5}
 	w := workload{streams: 10, perStream: 50, chunk: 5, pause: 2 * time.Millisecond}
 	f, _ := startForwarder(t, cfg, store, cp, testLog(t))
 	w.appendRange(t, context.Background(), store, 0, w.perStream)
 	waitForwarded(t, f, uint64(w.total()), 10*time.Second)
 	deadline := time.Now().Add(2 * time.Second)
-	for cp.get() != uint64(w.total()) {
+	for cp.Get() != uint64(w.total()) {
 		if time.Now().After(deadline) {
-			t.Fatalf("checkpoint %d, want %d (%+v)", cp.get(), w.total(), f.Stats())
+			t.Fatalf("checkpoint %d, want %d (%+v)", cp.Get(), w.total(), f.Stats())
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -217,7 +218,7 @@ func TestForwarderProduceFailures(t *testing.T) {
 	ctx := context.Background()
 	r := newRecorder("produce-failures")
 	startConsumer(t, cfg, r, log)
-	f, _ := startForwarder(t, cfg, store, &memCheckpoint{}, log)
+	f, _ := startForwarder(t, cfg, store, &testkit.MemCheckpoint{}, log)
 
 	w := workload{streams: 40, perStream: 20, chunk: 5}
 	w.appendRange(t, ctx, store, 0, 10)

@@ -2,7 +2,6 @@ package kafkapipe
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -143,42 +142,6 @@ func (w workload) want() map[string]int {
 		m[w.streamName(i)] = w.perStream
 	}
 	return m
-}
-
-// memCheckpoint is an in-memory CheckpointStore; failSaves > 0 fails that
-// many saves.
-type memCheckpoint struct {
-	mu        sync.Mutex
-	pos       uint64
-	saves     int
-	failSaves int
-}
-
-func (m *memCheckpoint) Checkpoint(context.Context) (uint64, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.pos, nil
-}
-
-func (m *memCheckpoint) SaveCheckpoint(_ context.Context, pos uint64) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.failSaves > 0 {
-		m.failSaves--
-		return errors.New("checkpoint store down")
-	}
-	if pos < m.pos {
-		return fmt.Errorf("checkpoint going back: %d < %d", pos, m.pos)
-	}
-	m.pos = pos
-	m.saves++
-	return nil
-}
-
-func (m *memCheckpoint) get() uint64 {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.pos
 }
 
 // recorder is a test projector, idempotent by per-stream revision like the

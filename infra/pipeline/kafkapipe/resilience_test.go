@@ -2,6 +2,7 @@ package kafkapipe
 
 import (
 	"context"
+	"github.com/couponsd/couponsd/internal/testkit"
 	"sync"
 	"testing"
 	"time"
@@ -24,7 +25,7 @@ func TestConsumerRestart(t *testing.T) {
 
 	w := workload{streams: 30, perStream: 60, chunk: 20}
 	w.appendRange(t, ctx, store, 0, 40)
-	f, _ := startForwarder(t, cfg, store, &memCheckpoint{}, log)
+	f, _ := startForwarder(t, cfg, store, &testkit.MemCheckpoint{}, log)
 
 	r := newRecorder("restart")
 	r.delay = time.Millisecond
@@ -59,7 +60,7 @@ func TestConsumerGroupRebalance(t *testing.T) {
 	log := testLog(t)
 	store := openStore(t)
 	ctx := context.Background()
-	startForwarder(t, cfg, store, &memCheckpoint{}, log)
+	startForwarder(t, cfg, store, &testkit.MemCheckpoint{}, log)
 
 	r := newRecorder("rebalance")
 	one, two := &instance{recorder: r}, &instance{recorder: r}
@@ -114,7 +115,7 @@ func TestBrokerRestart(t *testing.T) {
 	log := testLog(t)
 	store := openStore(t)
 	ctx := context.Background()
-	cp := &memCheckpoint{}
+	cp := &testkit.MemCheckpoint{}
 	f, stopForwarder := startForwarder(t, cfg, store, cp, log)
 	r := newRecorder("broker-restart")
 	stopConsumer := startConsumer(t, cfg, r, log)
