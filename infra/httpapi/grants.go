@@ -58,8 +58,13 @@ func (s *Server) createGrants(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	// The upload may take longer than the server's read timeout.
-	_ = http.NewResponseController(c.Response().Writer).SetReadDeadline(time.Now().Add(s.cfg.GrantUploadTimeout))
+	// The upload may take longer than the server's read and write timeouts
+	// (the write deadline runs from the end of the request's headers).
+	rc := http.NewResponseController(c.Response().Writer)
+	if err := errors.Join(rc.SetReadDeadline(time.Now().Add(s.cfg.GrantUploadTimeout)),
+		rc.SetWriteDeadline(time.Now().Add(s.cfg.GrantUploadTimeout+10*time.Second))); err != nil {
+		s.log.Warn("grant upload: cannot extend the connection deadlines; a long upload may be cut by the server timeouts", "err", err)
+	}
 	body := c.Request().Body
 	if body == nil {
 		body = http.NoBody
