@@ -190,7 +190,8 @@ func TestGrantJobSurvivesACrashAndWebhooksDeliver(t *testing.T) {
 	deadline = time.Now().Add(time.Minute)
 	for {
 		n, keys := rcv.count("coupon.granted.v1")
-		if n == stock && len(keys) == stock {
+		fin, _ := rcv.count("grantjob.finished.v1")
+		if n == stock && len(keys) == stock && fin == 1 {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -200,9 +201,6 @@ func TestGrantJobSurvivesACrashAndWebhooksDeliver(t *testing.T) {
 	}
 	if rcv.downs.Load() == 0 || rcv.badSig.Load() != 0 {
 		t.Fatalf("receiver: %d refused while down (want > 0), %d bad signatures", rcv.downs.Load(), rcv.badSig.Load())
-	}
-	if n, _ := rcv.count("grantjob.finished.v1"); n != 1 {
-		t.Fatalf("%d grantjob.finished.v1 delivered", n)
 	}
 	t.Logf("webhook: %d events, %d repeats after the crash (deduplicated by webhook-id), %d refused while down",
 		len(rcv.byID), rcv.repeat.Load(), rcv.downs.Load())

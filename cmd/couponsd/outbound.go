@@ -21,7 +21,9 @@ const outboundLease = "outbound-publisher"
 // instance at a time (a lease).
 func (a *app) openOutbound(ctx context.Context) (func(context.Context), error) {
 	var sink outbound.Sink
-	var err error
+	// Webhooks go one request per event anyway: checkpoint after each, so a
+	// crash repeats at most the event in flight (receivers dedupe by id).
+	batch := projections.BatchConfig{MaxEvents: 200}
 	mapper, err := outbound.NewMapper(a.repo.Registry(), outbound.Topics{})
 	if err != nil {
 		return nil, err
@@ -38,6 +40,7 @@ func (a *app) openOutbound(ctx context.Context) (func(context.Context), error) {
 		sink, err = outbound.NewKafkaSink(kcfg, a.log)
 	case a.cfg.WebhookURL != "":
 		sink, err = outbound.NewWebhookSink(outbound.WebhookConfig{URL: a.cfg.WebhookURL, Secret: a.cfg.WebhookSecret}, a.log)
+		batch.MaxEvents = 1
 	default:
 		return nil, nil
 	}
@@ -57,7 +60,7 @@ func (a *app) openOutbound(ctx context.Context) (func(context.Context), error) {
 	return func(ctx context.Context) {
 		runUnderLease(ctx, a, a.jobs, outboundLease, owner, func(ctx context.Context) error {
 			// A fresh buffer per lease: nothing half-flushed is carried over.
-			projections.Run(ctx, a.store, projections.NewBatching(proj, nil, nil, projections.BatchConfig{MaxEvents: 200}), a.log)
+			projections.Run(ctx, a.store, projections.NewBatching(proj, nil, nil, batch), a.log)
 			return nil
 		})
 	}, nil
