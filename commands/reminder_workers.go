@@ -15,8 +15,8 @@ import (
 // the reminders projection, ordered by the end of validity).
 type ExpiryReminderIndex interface {
 	// DueExpiryReminders lists up to limit coupons whose validity ends at or
-	// before horizon, earliest first.
-	DueExpiryReminders(ctx context.Context, horizon time.Time, limit int) ([]string, error)
+	// before horizon, earliest first, skipping the first offset of them.
+	DueExpiryReminders(ctx context.Context, horizon time.Time, offset, limit int) ([]string, error)
 }
 
 // ReminderConfig tunes the reminder workers.
@@ -103,12 +103,30 @@ func (w *ExpiryReminderWorker) Run(ctx context.Context) {
 	pollEvery(ctx, w.cfg.Interval, w.log, "expiry reminders", w.RunOnce)
 }
 
+// maxExpiryPages bounds the pages one pass reads: a full page that reminded
+// nobody (coupons locked in orders stay indexed) lets the pass read the next
+// one, so such coupons never hold back the reminders behind them.
+const maxExpiryPages = 20
+
 // RunOnce is one pass; it returns how many coupons it reminded.
 func (w *ExpiryReminderWorker) RunOnce(ctx context.Context) (int, error) {
-	ids, err := w.index.DueExpiryReminders(ctx, w.clock.Now().Add(w.cfg.Lead), w.cfg.BatchLimit)
-	if err != nil {
-		return 0, err
+	total := 0
+	for page := range maxExpiryPages {
+		ids, err := w.index.DueExpiryReminders(ctx, w.clock.Now().Add(w.cfg.Lead), page*w.cfg.BatchLimit, w.cfg.BatchLimit)
+		if err != nil {
+			return total, err
+		}
+		n, err := w.remind(ctx, ids)
+		total += n
+		if err != nil || len(ids) < w.cfg.BatchLimit || n > 0 {
+			return total, err
+		}
 	}
+	return total, nil
+}
+
+// remind reminds the listed coupons; it returns how many it reminded.
+func (w *ExpiryReminderWorker) remind(ctx context.Context, ids []string) (int, error) {
 	var (
 		mu    sync.Mutex
 		n     int

@@ -237,7 +237,7 @@ func TestExpiryRemindersOncePerCouponAcrossRestarts(t *testing.T) {
 			t.Fatalf("reminded %d coupons, want %d", n, len(first))
 		}
 		w.restart()
-		due, err := w.idx.DueExpiryReminders(context.Background(), w.clock.Now().Add(day), 100)
+		due, err := w.idx.DueExpiryReminders(context.Background(), w.clock.Now().Add(day), 0, 100)
 		if err != nil || len(due) != len(first) {
 			t.Fatalf("after the crash the index lists %v (%v), want b1's %d coupons", due, err, len(first))
 		}
@@ -539,4 +539,28 @@ func TestReminderConfig(t *testing.T) {
 	if _, err := commands.NewSendOpeningRemindersHandler(w.repo, w.clock, nil, 1, 1); err == nil {
 		t.Error("NewSendOpeningRemindersHandler accepted a nil index")
 	}
+}
+
+// Locked coupons at the head of the index (more than a page of them) do not
+// hold back the reminders of usable coupons behind them.
+func TestExpiryRemindersPassLockedCoupons(t *testing.T) {
+	b := redistest.Embedded(t)
+	w := newRemWorld(t, b)
+	w.issueBatch("early", t0.Add(-time.Hour), t0.Add(2*day))
+	w.issueBatch("late", t0.Add(-time.Hour), t0.Add(2*day+time.Hour))
+	for i := range 5 {
+		u := fmt.Sprintf("locked%d", i)
+		w.lock(w.claimOf("early", u), u, "order-"+u)
+	}
+	usable := w.claimOf("late", "free")
+	w.project()
+	w.clock.Set(t0.Add(day + 2*time.Hour)) // both batches within the 24h lead
+	wk, err := commands.NewExpiryReminderWorker(w.repo, w.idx, w.clock, commands.ReminderConfig{Interval: time.Millisecond, BatchLimit: 2}, discardLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := runOnce(t, wk.RunOnce); n != 1 {
+		t.Fatalf("reminded %d coupons, want the one usable coupon behind 5 locked ones", n)
+	}
+	w.wantOncePerStream(domain.EvCouponExpiryReminded, couponStreams([]string{usable}))
 }

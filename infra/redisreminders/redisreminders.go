@@ -22,6 +22,7 @@ package redisreminders
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strconv"
 	"time"
 
@@ -198,14 +199,17 @@ func limitOf(limit int) (int64, error) {
 }
 
 // DueExpiryReminders lists coupons whose validity ends at or before horizon,
-// earliest first.
-func (s *Store) DueExpiryReminders(ctx context.Context, horizon time.Time, limit int) ([]string, error) {
+// earliest first, after skipping offset of them.
+func (s *Store) DueExpiryReminders(ctx context.Context, horizon time.Time, offset, limit int) ([]string, error) {
 	n, err := limitOf(limit)
 	if err != nil {
 		return nil, err
 	}
+	if offset < 0 {
+		return nil, fmt.Errorf("redisreminders: negative offset %d", offset)
+	}
 	ids, err := s.rdb.ZRangeByScore(ctx, s.Key("expiry"), &redis.ZRangeBy{
-		Min: "-inf", Max: strconv.FormatInt(horizon.UnixMilli(), 10), Count: n}).Result()
+		Min: "-inf", Max: strconv.FormatInt(horizon.UnixMilli(), 10), Offset: int64(offset), Count: n}).Result()
 	return ids, redisx.Unavailable(err)
 }
 

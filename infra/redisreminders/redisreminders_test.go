@@ -110,19 +110,19 @@ func TestExpiryIndexFollowsCoupons(t *testing.T) {
 			ch(projections.ExpiryTrack, "c3", 0, v3))
 		wantMap(t, "index after stale changes", expiryIndex(t, s), map[string]int64{"c1": v1.UnixMilli(), "c2": v2.UnixMilli(), "c4": v4.UnixMilli()})
 
-		due, err := s.DueExpiryReminders(ctx, v2, 10)
+		due, err := s.DueExpiryReminders(ctx, v2, 0, 10)
 		if err != nil || !slices.Equal(due, []string{"c1", "c2"}) {
 			t.Fatalf("due at v2: %v %v, want [c1 c2]", due, err)
 		}
-		due, err = s.DueExpiryReminders(ctx, v4, 2)
+		due, err = s.DueExpiryReminders(ctx, v4, 0, 2)
 		if err != nil || !slices.Equal(due, []string{"c1", "c2"}) {
 			t.Fatalf("due at v4, limit 2: %v %v, want [c1 c2]", due, err)
 		}
-		due, err = s.DueExpiryReminders(ctx, v1.Add(-time.Millisecond), 10)
+		due, err = s.DueExpiryReminders(ctx, v1.Add(-time.Millisecond), 0, 10)
 		if err != nil || len(due) != 0 {
 			t.Fatalf("due before v1: %v %v", due, err)
 		}
-		if _, err := s.DueExpiryReminders(ctx, v4, 0); err == nil {
+		if _, err := s.DueExpiryReminders(ctx, v4, 0, 0); err == nil {
 			t.Fatal("limit 0 accepted")
 		}
 	})

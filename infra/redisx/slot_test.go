@@ -702,7 +702,7 @@ func driveAdapters(t *testing.T, rdb redis.UniversalClient, prefix string) {
 	must("reminders apply", rem.ApplyReminderChanges(ctx, rcs))
 	_, err = rem.Checkpoint(ctx)
 	must("reminders checkpoint", err)
-	_, err = rem.DueExpiryReminders(ctx, now.Add(2*time.Hour), 100)
+	_, err = rem.DueExpiryReminders(ctx, now.Add(2*time.Hour), 0, 100)
 	must("due expiry reminders", err)
 	due, err := rem.DueClaimOpenings(ctx, now, 100)
 	must("due openings", err)
