@@ -199,9 +199,36 @@ func TestGrantJobSurvivesACrashAndWebhooksDeliver(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	// Everything delivered: the outbound lag drains to 0.
+	deadline = time.Now().Add(30 * time.Second)
+	for {
+		r, err := http.Get(base + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, _ := io.ReadAll(r.Body)
+		r.Body.Close()
+		if strings.Contains(string(m), "\ncouponsd_outbound_lag_events 0\n") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("outbound lag never 0:\n%s", grepLines(string(m), "couponsd_outbound_lag_events"))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	if rcv.downs.Load() == 0 || rcv.badSig.Load() != 0 {
 		t.Fatalf("receiver: %d refused while down (want > 0), %d bad signatures", rcv.downs.Load(), rcv.badSig.Load())
 	}
 	t.Logf("webhook: %d events, %d repeats after the crash (deduplicated by webhook-id), %d refused while down",
 		len(rcv.byID), rcv.repeat.Load(), rcv.downs.Load())
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

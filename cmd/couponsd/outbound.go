@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/couponsd/couponsd/infra/outbound"
 	"github.com/couponsd/couponsd/infra/pipeline/kafkapipe"
 	"github.com/couponsd/couponsd/infra/redisops"
@@ -56,6 +58,19 @@ func (a *app) openOutbound(ctx context.Context) (func(context.Context), error) {
 	if err != nil {
 		return nil, err
 	}
+	// A receiver that keeps refusing stalls the stream (nothing is dropped):
+	// the lag shows it.
+	a.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "couponsd_outbound_lag_events",
+		Help: "Events appended to the store that the outbound publisher has not delivered yet."}, func() float64 {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		head, herr := a.store.LastPosition(ctx)
+		pos, perr := cp.Checkpoint(ctx)
+		if herr != nil || perr != nil || pos >= head {
+			return 0
+		}
+		return float64(head - pos)
+	}))
 	owner := instanceID()
 	return func(ctx context.Context) {
 		runUnderLease(ctx, a, a.jobs, outboundLease, owner, func(ctx context.Context) error {
