@@ -51,6 +51,36 @@ func (p *GrantJobsProjector) Checkpoint(ctx context.Context) (uint64, error) {
 
 // Handle projects one stored event and advances the checkpoint.
 func (p *GrantJobsProjector) Handle(ctx context.Context, rec es.RecordedEvent) error {
+	applied, err := p.apply(ctx, rec)
+	if err != nil || applied {
+		return err
+	}
+	return p.store.SaveCheckpoint(ctx, rec.Position)
+}
+
+// HandleBatch projects many events: each grant job event with its own
+// checkpoint, then one checkpoint for the rest (claims and the like, most
+// of the stream, cost one write per batch instead of one each).
+func (p *GrantJobsProjector) HandleBatch(ctx context.Context, recs []es.RecordedEvent) error {
+	if len(recs) == 0 {
+		return nil
+	}
+	applied := false
+	for _, rec := range recs {
+		var err error
+		if applied, err = p.apply(ctx, rec); err != nil {
+			return err
+		}
+	}
+	if applied {
+		return nil // the last event's change saved its position
+	}
+	return p.store.SaveCheckpoint(ctx, recs[len(recs)-1].Position)
+}
+
+// apply projects rec when it is a grant job event (saving its position with
+// the change); applied false: nothing to project.
+func (p *GrantJobsProjector) apply(ctx context.Context, rec es.RecordedEvent) (applied bool, err error) {
 	switch rec.Type {
 	case domain.EvGrantJobCreated, domain.EvGrantJobFinished:
 		id, ok := commands.GrantJobIDOfStream(rec.StreamID)
@@ -58,16 +88,16 @@ func (p *GrantJobsProjector) Handle(ctx context.Context, rec es.RecordedEvent) e
 			break
 		}
 		if rec.Type == domain.EvGrantJobCreated {
-			return p.store.MarkGrantJobActive(ctx, id, rec.Position)
+			return true, p.store.MarkGrantJobActive(ctx, id, rec.Position)
 		}
-		return p.store.MarkGrantJobFinished(ctx, id, rec.Position)
+		return true, p.store.MarkGrantJobFinished(ctx, id, rec.Position)
 	case domain.EvGrantShardDone:
 		e, err := p.reg.Unmarshal(rec.Type, rec.Data)
 		if err != nil {
-			return err
+			return false, err
 		}
 		d := e.(*domain.GrantShardDone)
-		return p.store.MarkGrantShardDone(ctx, d.JobID, d.Shard, d.GrantCounts, rec.Position)
+		return true, p.store.MarkGrantShardDone(ctx, d.JobID, d.Shard, d.GrantCounts, rec.Position)
 	}
-	return p.store.SaveCheckpoint(ctx, rec.Position)
+	return false, nil
 }

@@ -9,10 +9,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/couponsd/couponsd/commands"
 	"github.com/couponsd/couponsd/domain"
+	"github.com/couponsd/couponsd/domain/es"
 	"github.com/couponsd/couponsd/infra/redisjobs"
 	"github.com/couponsd/couponsd/infra/redistest"
 	"github.com/couponsd/couponsd/infra/redisx"
+	"github.com/couponsd/couponsd/projections"
 )
 
 // backend is a Redis plus a way to let time pass on it.
@@ -218,4 +221,74 @@ func TestUnavailableRedis(t *testing.T) {
 	if _, err := redisjobs.New(nil, ""); err == nil {
 		t.Fatal("New(nil) succeeded")
 	}
+}
+
+// The grant-jobs projection on this store: jobs become active and finish,
+// done shards add their counts once (a redelivered batch changes nothing),
+// and a batch of unrelated events costs one checkpoint.
+func TestGrantJobsProjection(t *testing.T) {
+	forEach(t, func(t *testing.T, b backend) {
+		s := newStore(t, b)
+		ctx := context.Background()
+		reg := domain.NewRegistry()
+		p, err := projections.NewGrantJobsProjector(s, reg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec := func(pos uint64, stream string, e domain.Event) es.RecordedEvent {
+			name, data, err := reg.Marshal(e)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return es.RecordedEvent{StreamID: stream, Position: pos, Type: name, Data: data}
+		}
+		done := func(pos uint64, shard int, c domain.GrantCounts) es.RecordedEvent {
+			return rec(pos, commands.GrantShardStream("j1", shard), &domain.GrantShardDone{JobID: "j1", BatchID: "b1", Shard: shard, GrantCounts: c, Outcome: domain.GrantJobCompleted})
+		}
+		claim := func(pos uint64) es.RecordedEvent {
+			return rec(pos, "coupon-c"+fmt.Sprint(pos), &domain.CouponClaimed{CouponID: "c" + fmt.Sprint(pos), UserID: "u"})
+		}
+		batch := []es.RecordedEvent{
+			claim(1),
+			rec(2, commands.GrantJobStream("j1"), &domain.GrantJobCreated{JobID: "j1", BatchID: "b1"}),
+			claim(3),
+			done(4, 0, domain.GrantCounts{Total: 3, Granted: 2, Skipped: 1}),
+			done(5, 1, domain.GrantCounts{Total: 2, NotGranted: 2}),
+			claim(6),
+		}
+		for range 2 { // the second time: redelivered
+			if err := p.HandleBatch(ctx, batch); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if ids, _ := s.ActiveGrantJobs(ctx); fmt.Sprint(ids) != "[j1]" {
+			t.Fatalf("active %v", ids)
+		}
+		n, c, err := s.GrantJobProgress(ctx, "j1")
+		if err != nil || n != 2 || c != (domain.GrantCounts{Total: 5, Granted: 2, Skipped: 1, NotGranted: 2}) {
+			t.Fatalf("progress %d %+v %v", n, c, err)
+		}
+		if shards, _ := s.DoneShards(ctx, "j1"); fmt.Sprint(shards) != "[0 1]" {
+			t.Fatalf("done shards %v", shards)
+		}
+		if cp, _ := s.Checkpoint(ctx); cp != 6 {
+			t.Fatalf("checkpoint %d, want 6", cp)
+		}
+		fin := rec(7, commands.GrantJobStream("j1"), &domain.GrantJobFinished{JobID: "j1", BatchID: "b1"})
+		if err := p.Handle(ctx, fin); err != nil {
+			t.Fatal(err)
+		}
+		if ids, _ := s.ActiveGrantJobs(ctx); len(ids) != 0 {
+			t.Fatalf("active after finish %v", ids)
+		}
+		if n, _, _ := s.GrantJobProgress(ctx, "j1"); n != 0 {
+			t.Fatalf("progress kept after finish: %d shards", n)
+		}
+		if err := p.HandleBatch(ctx, []es.RecordedEvent{claim(8), claim(9)}); err != nil {
+			t.Fatal(err)
+		}
+		if cp, _ := s.Checkpoint(ctx); cp != 9 {
+			t.Fatalf("checkpoint %d, want 9", cp)
+		}
+	})
 }
