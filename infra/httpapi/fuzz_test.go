@@ -18,14 +18,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/couponsd/couponsd/commands"
-	"github.com/couponsd/couponsd/domain"
-	"github.com/couponsd/couponsd/infra/eventstore/boltstore"
-	"github.com/couponsd/couponsd/infra/redisguard"
 	"github.com/couponsd/couponsd/infra/redisidem"
-	"github.com/couponsd/couponsd/infra/redisjobs"
-	"github.com/couponsd/couponsd/infra/redisx"
-	"github.com/couponsd/couponsd/readapi"
 )
 
 // Fuzz targets of the HTTP API. Their seed corpus runs with every `go test`;
@@ -74,39 +67,8 @@ func (r *resettableBuffer) String() string {
 // Echo server, the test clock at t0 and the usual tokens.
 func newFuzzEnv(f *testing.F) *fuzzEnv {
 	f.Helper()
-	ctx := context.Background()
-	clock := &testClock{now: t0}
-	store, err := boltstore.Open(f.TempDir(), boltstore.Options{Now: clock.Now})
-	if err != nil {
-		f.Fatal(err)
-	}
-	f.Cleanup(func() { _ = store.Close() })
-	conn, err := redisx.Open(ctx, redisx.Config{}, nil)
-	if err != nil {
-		f.Fatal(err)
-	}
-	f.Cleanup(func() { _ = conn.Close() })
-	guard, err := redisguard.New(conn.Client, conn.Prefix)
-	if err != nil {
-		f.Fatal(err)
-	}
-	repo, err := commands.NewRepository(store, domain.NewRegistry())
-	if err != nil {
-		f.Fatal(err)
-	}
-	handlers, err := commands.NewHandlers(commands.Deps{Repo: repo, Guard: guard, Clock: clock}, 15*time.Minute)
-	if err != nil {
-		f.Fatal(err)
-	}
-	batches, err := readapi.NewBatches(repo, guard, zeroCounts{}, clock)
-	if err != nil {
-		f.Fatal(err)
-	}
-	jobs, err := redisjobs.New(conn.Client, conn.Prefix)
-	if err != nil {
-		f.Fatal(err)
-	}
-	attachGrants(f, handlers, commands.Deps{Repo: repo, Guard: guard, Clock: clock}, jobs, slog.New(slog.DiscardHandler))
+	ws := newWriteSide(f, slog.New(slog.DiscardHandler))
+	clock, conn, repo, guard, handlers, batches := ws.clock, ws.conn, ws.repo, ws.guard, ws.handlers, ws.batches
 	idem, err := redisidem.New(conn.Client, conn.Prefix)
 	if err != nil {
 		f.Fatal(err)

@@ -86,46 +86,64 @@ func withIdem(s IdempotencyStore) envOption { return func(c *envConfig) { c.idem
 func withRoutes(f func(*Server)) envOption  { return func(c *envConfig) { c.register = f } }
 func withLimiter(l ClaimLimiter) envOption  { return func(c *envConfig) { c.limiter = l } }
 
+// writeSide is what every test env of this package builds alike: the bbolt
+// event store on the test clock at t0, an embedded Redis, the stock guard,
+// the repository, the command handlers with the grant jobs (runGrants
+// consumes their shards until its ctx ends) and the batch queries.
+type writeSide struct {
+	clock     *testClock
+	store     *boltstore.Store
+	conn      *redisx.Conn
+	guard     *redisguard.Guard
+	reg       *domain.Registry
+	repo      *commands.Repository
+	handlers  *commands.Handlers
+	batches   *readapi.Batches
+	jobs      *redisjobs.Store
+	runGrants func(context.Context)
+}
+
+func newWriteSide(tb testing.TB, log *slog.Logger) *writeSide {
+	tb.Helper()
+	must := func(err error) {
+		tb.Helper()
+		if err != nil {
+			tb.Fatal(err)
+		}
+	}
+	ws := &writeSide{clock: &testClock{now: t0}, reg: domain.NewRegistry()}
+	var err error
+	ws.store, err = boltstore.Open(tb.TempDir(), boltstore.Options{Now: ws.clock.Now})
+	must(err)
+	tb.Cleanup(func() { _ = ws.store.Close() })
+	ws.conn, err = redisx.Open(context.Background(), redisx.Config{}, nil)
+	must(err)
+	tb.Cleanup(func() { _ = ws.conn.Close() })
+	ws.guard, err = redisguard.New(ws.conn.Client, ws.conn.Prefix)
+	must(err)
+	ws.repo, err = commands.NewRepository(ws.store, ws.reg)
+	must(err)
+	deps := commands.Deps{Repo: ws.repo, Guard: ws.guard, Clock: ws.clock}
+	ws.handlers, err = commands.NewHandlers(deps, 15*time.Minute)
+	must(err)
+	ws.batches, err = readapi.NewBatches(ws.repo, ws.guard, zeroCounts{}, ws.clock)
+	must(err)
+	ws.jobs, err = redisjobs.New(ws.conn.Client, ws.conn.Prefix)
+	must(err)
+	ws.runGrants = attachGrants(tb, ws.handlers, deps, ws.jobs, log)
+	return ws
+}
+
 func newEnv(t *testing.T, opts ...envOption) *env {
 	t.Helper()
 	ec := envConfig{cfg: Config{JWTSecret: testSecret}}
 	for _, o := range opts {
 		o(&ec)
 	}
-	ctx := context.Background()
-	clock := &testClock{now: t0}
-	store, err := boltstore.Open(t.TempDir(), boltstore.Options{Now: clock.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = store.Close() })
-	conn, err := redisx.Open(ctx, redisx.Config{}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = conn.Close() })
-	guard, err := redisguard.New(conn.Client, conn.Prefix)
-	if err != nil {
-		t.Fatal(err)
-	}
-	repo, err := commands.NewRepository(store, domain.NewRegistry())
-	if err != nil {
-		t.Fatal(err)
-	}
-	handlers, err := commands.NewHandlers(commands.Deps{Repo: repo, Guard: guard, Clock: clock}, 15*time.Minute)
-	if err != nil {
-		t.Fatal(err)
-	}
-	batches, err := readapi.NewBatches(repo, guard, zeroCounts{}, clock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	jobs, err := redisjobs.New(conn.Client, conn.Prefix)
-	if err != nil {
-		t.Fatal(err)
-	}
 	// Jobs are stored, not run: no worker in this env.
-	attachGrants(t, handlers, commands.Deps{Repo: repo, Guard: guard, Clock: clock}, jobs, slog.New(slog.DiscardHandler))
+	ws := newWriteSide(t, slog.New(slog.DiscardHandler))
+	clock, conn, repo, guard, handlers, batches := ws.clock, ws.conn, ws.repo, ws.guard, ws.handlers, ws.batches
+	var err error
 	idem := ec.idem
 	if idem == nil {
 		if idem, err = redisidem.New(conn.Client, conn.Prefix); err != nil {

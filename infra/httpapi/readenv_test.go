@@ -15,14 +15,10 @@ import (
 	"github.com/couponsd/couponsd/commands"
 	"github.com/couponsd/couponsd/domain"
 	"github.com/couponsd/couponsd/domain/es"
-	"github.com/couponsd/couponsd/infra/eventstore/boltstore"
 	"github.com/couponsd/couponsd/infra/history/boltindex"
 	"github.com/couponsd/couponsd/infra/pipeline"
-	"github.com/couponsd/couponsd/infra/redisguard"
 	"github.com/couponsd/couponsd/infra/redisidem"
-	"github.com/couponsd/couponsd/infra/redisjobs"
 	"github.com/couponsd/couponsd/infra/redisview"
-	"github.com/couponsd/couponsd/infra/redisx"
 	"github.com/couponsd/couponsd/projections"
 	"github.com/couponsd/couponsd/readapi"
 )
@@ -70,40 +66,14 @@ func newReadEnv(t *testing.T, opts ...readOption) *readEnv {
 		o(&rc)
 	}
 	ctx := context.Background()
-	clock := &testClock{now: t0}
-	store, err := boltstore.Open(t.TempDir(), boltstore.Options{Now: clock.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = store.Close() })
-	conn, err := redisx.Open(ctx, redisx.Config{}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = conn.Close() })
-	guard, err := redisguard.New(conn.Client, conn.Prefix)
-	if err != nil {
-		t.Fatal(err)
-	}
-	reg := domain.NewRegistry()
-	repo, err := commands.NewRepository(store, reg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	handlers, err := commands.NewHandlers(commands.Deps{Repo: repo, Guard: guard, Clock: clock}, 15*time.Minute)
-	if err != nil {
-		t.Fatal(err)
-	}
-	batches, err := readapi.NewBatches(repo, guard, zeroCounts{}, clock)
-	if err != nil {
-		t.Fatal(err)
-	}
+	logBuf := &syncBuffer{}
+	log := slog.New(slog.NewTextHandler(logBuf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	ws := newWriteSide(t, log)
+	clock, store, conn, guard, reg, repo, handlers, batches, jobs := ws.clock, ws.store, ws.conn, ws.guard, ws.reg, ws.repo, ws.handlers, ws.batches, ws.jobs
 	idem, err := redisidem.New(conn.Client, conn.Prefix)
 	if err != nil {
 		t.Fatal(err)
 	}
-	logBuf := &syncBuffer{}
-	log := slog.New(slog.NewTextHandler(logBuf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 
 	// The read side.
 	view, err := redisview.OpenLive(ctx, conn.Client, conn.Prefix)
@@ -119,11 +89,6 @@ func newReadEnv(t *testing.T, opts ...readOption) *readEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	jobs, err := redisjobs.New(conn.Client, conn.Prefix)
-	if err != nil {
-		t.Fatal(err)
-	}
-	runGrants := attachGrants(t, handlers, commands.Deps{Repo: repo, Guard: guard, Clock: clock}, jobs, log)
 	jobsProj, err := projections.NewGrantJobsProjector(jobs, reg)
 	if err != nil {
 		t.Fatal(err)
@@ -212,7 +177,7 @@ func newReadEnv(t *testing.T, opts ...readOption) *readEnv {
 		})
 	}
 	wg.Go(func() { worker.Run(rctx) })
-	wg.Go(func() { runGrants(rctx) })
+	wg.Go(func() { ws.runGrants(rctx) })
 	t.Cleanup(func() {
 		for _, p := range re.paused {
 			p.resume()
