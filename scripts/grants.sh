@@ -15,51 +15,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+. scripts/lib/service.sh
+
 n=${1:-1000000}
-redis_url=${GRANTS_REDIS_URL:-redis://127.0.0.1:6379/15}
-work=$(mktemp -d)
-rand() { head -c "$1" /dev/urandom | od -An -tx1 | tr -d ' \n'; }
-secret=$(rand 24)
-go build -o "$work/couponsd" ./cmd/couponsd
-
-port=
-for _ in $(seq 50); do
-  p=$((20000 + RANDOM % 40000))
-  if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then port=$p; break; fi
-done
-[ -n "$port" ] || { echo "no free port found" >&2; exit 1; }
-env=(COUPONS_ADDR="127.0.0.1:$port" COUPONS_DATA_DIR="$work/data" COUPONS_JWT_SECRET="$secret" COUPONS_LOG_LEVEL=warn
-     COUPONS_GRANT_TEMP_DIR="$work")
-prefix=
-if [ "${GRANTS_EMBEDDED:-0}" != 1 ] && command -v redis-cli >/dev/null &&
-   [ "$(redis-cli -u "$redis_url" ping 2>/dev/null)" = PONG ]; then
-  prefix="grants:$(rand 6):"
-  env+=(COUPONS_REDIS_URL="$redis_url" COUPONS_REDIS_PREFIX="$prefix")
-  backend="real Redis $redis_url"
-else
-  backend="embedded Redis (miniredis)"
-fi
-
-pid=
-cleanup() {
-  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
-    kill -TERM "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  fi
-  if [ -n "$prefix" ]; then
-    redis-cli -u "$redis_url" --scan --pattern "${prefix}*" | xargs -r -n 500 redis-cli -u "$redis_url" del >/dev/null || true
-  fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-env "${env[@]}" "$work/couponsd" >"$work/couponsd.log" 2>&1 &
-pid=$!
-for _ in $(seq 300); do
-  curl -fsS "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break
-  kill -0 "$pid" 2>/dev/null || { echo "couponsd exited:" >&2; cat "$work/couponsd.log" >&2; exit 1; }
-  sleep 0.1
-done
+svc_init "${GRANTS_EMBEDDED:-0}" "${GRANTS_REDIS_URL:-redis://127.0.0.1:6379/15}" grants
+env+=(COUPONS_GRANT_TEMP_DIR="$work")
+svc_start "$work/couponsd.log"
 base="http://127.0.0.1:$port"
 admin=$(env "${env[@]}" "$work/couponsd" token --sub ops --role admin)
 batch=$(curl -fsS -X POST "$base/v1/batches" -H "Authorization: Bearer $admin" -d '{"name":"grant bench","kind":"direct",
