@@ -64,24 +64,9 @@ func NewWorkers(h *Handlers, due DueIndex, clock domain.Clock, cfg WorkerConfig,
 
 // Run runs every worker until ctx is done. The reconciler runs once at once.
 func (w *Workers) Run(ctx context.Context) {
-	go w.loop(ctx, w.cfg.Interval, w.ReleaseDueHolds)
-	go w.loop(ctx, w.cfg.Interval, w.ExpireDue)
-	w.loop(ctx, w.cfg.ReconcileInterval, w.Reconcile)
-}
-
-func (w *Workers) loop(ctx context.Context, every time.Duration, pass func(context.Context) (int, error)) {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		if _, err := pass(ctx); err != nil && ctx.Err() == nil {
-			w.log.Warn("worker pass failed", "err", err)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
+	go pollEvery(ctx, w.cfg.Interval, w.log, "hold release", w.ReleaseDueHolds)
+	go pollEvery(ctx, w.cfg.Interval, w.log, "expiry", w.ExpireDue)
+	pollEvery(ctx, w.cfg.ReconcileInterval, w.log, "reconcile", w.Reconcile)
 }
 
 // ReleaseDueHolds runs one pass of the hold releaser; it returns how many

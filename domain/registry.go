@@ -50,6 +50,12 @@ func (r *Registry) Names() []string {
 	return out
 }
 
+// Known tells whether name is a registered event name.
+func (r *Registry) Known(name string) bool {
+	_, ok := r.byName[name]
+	return ok
+}
+
 // Marshal encodes e as (name, JSON). Unregistered events are refused.
 func (r *Registry) Marshal(e Event) (string, []byte, error) {
 	name := e.EventName()

@@ -339,3 +339,17 @@ type valueEvent struct {
 }
 
 func (valueEvent) EventName() string { return "test.value.v1" }
+
+func TestRegistryKnown(t *testing.T) {
+	reg := domain.NewRegistry()
+	for _, n := range reg.Names() {
+		if !reg.Known(n) {
+			t.Errorf("%s not known", n)
+		}
+	}
+	for _, n := range []string{"", "coupon.claimed", "coupon.claimed.v9", "CouponClaimed"} {
+		if reg.Known(n) {
+			t.Errorf("%q known", n)
+		}
+	}
+}

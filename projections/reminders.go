@@ -160,14 +160,7 @@ func (p *RemindersProjector) Checkpoint(ctx context.Context) (uint64, error) {
 
 // Handle projects one stored event together with its checkpoint.
 func (p *RemindersProjector) Handle(ctx context.Context, rec es.RecordedEvent) error {
-	c, ok, err := p.changeOf(rec)
-	if err != nil {
-		return err
-	}
-	if !ok {
-		c = ReminderChange{Kind: ReminderCheckpoint, Position: rec.Position}
-	}
-	return p.store.ApplyReminderChanges(ctx, []ReminderChange{c})
+	return p.HandleBatch(ctx, []es.RecordedEvent{rec})
 }
 
 // HandleBatch projects events in order in one pipelined write; the

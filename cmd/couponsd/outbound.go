@@ -23,9 +23,7 @@ const outboundLease = "outbound-publisher"
 // instance at a time (a lease).
 func (a *app) openOutbound(ctx context.Context) (func(context.Context), error) {
 	var sink outbound.Sink
-	// Webhooks go one request per event anyway: checkpoint after each, so a
-	// crash repeats at most the event in flight (receivers dedupe by id).
-	batch := projections.BatchConfig{MaxEvents: 200}
+	batched := true
 	mapper, err := outbound.NewMapper(a.repo.Registry(), outbound.Topics{})
 	if err != nil {
 		return nil, err
@@ -42,7 +40,10 @@ func (a *app) openOutbound(ctx context.Context) (func(context.Context), error) {
 		sink, err = outbound.NewKafkaSink(kcfg, a.log)
 	case a.cfg.WebhookURL != "":
 		sink, err = outbound.NewWebhookSink(outbound.WebhookConfig{URL: a.cfg.WebhookURL, Secret: a.cfg.WebhookSecret}, a.log)
-		batch.MaxEvents = 1
+		// Webhooks go one request per event anyway: no batching, so the
+		// checkpoint follows each delivered event and a crash repeats at
+		// most the event in flight (receivers dedupe by id).
+		batched = false
 	default:
 		return nil, nil
 	}
@@ -74,8 +75,16 @@ func (a *app) openOutbound(ctx context.Context) (func(context.Context), error) {
 	owner := instanceID()
 	return func(ctx context.Context) {
 		runUnderLease(ctx, a, a.jobs, outboundLease, owner, func(ctx context.Context) error {
-			// A fresh buffer per lease: nothing half-flushed is carried over.
-			projections.Run(ctx, a.store, projections.NewBatching(proj, nil, nil, batch), a.log)
+			if !batched {
+				projections.Run(ctx, a.store, proj, a.log)
+				return nil
+			}
+			// A fresh buffer per lease, dropped when the lease ends: its
+			// timer must not publish (or move the checkpoint) for an
+			// instance that no longer holds the lease.
+			b := projections.NewBatching(proj, nil, nil, projections.BatchConfig{MaxEvents: 200})
+			projections.Run(ctx, a.store, b, a.log)
+			b.Discard()
 			return nil
 		})
 	}, nil

@@ -191,7 +191,7 @@ func (m *Mapper) Topics() Topics { return m.topics }
 // no error (they are not part of the published contract). Data is published
 // unchanged. A registered event whose data cannot be decoded is an error.
 func (m *Mapper) Map(rec es.RecordedEvent) ([]Message, error) {
-	if !m.registered(rec.Type) {
+	if !m.reg.Known(rec.Type) {
 		return nil, nil
 	}
 	ev, err := m.reg.Unmarshal(rec.Type, rec.Data)
@@ -224,16 +224,6 @@ func (m *Mapper) Map(rec es.RecordedEvent) ([]Message, error) {
 		out = append(out, Message{Topic: m.topics.Notifications, Key: ne.Key, Envelope: ne})
 	}
 	return out, nil
-}
-
-// registered tells whether name is in the registry.
-func (m *Mapper) registered(name string) bool {
-	for _, n := range m.reg.Names() {
-		if n == name {
-			return true
-		}
-	}
-	return false
 }
 
 // aggregateKey is the id of stream <category>-<id>, else the data's
