@@ -5,12 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sync"
 
-	"github.com/ThreeDotsLabs/watermill"
-	"github.com/ThreeDotsLabs/watermill-kafka/v3/pkg/kafka"
 	"github.com/ThreeDotsLabs/watermill/message"
 
+	"github.com/couponsd/couponsd/infra/pipeline"
 	"github.com/couponsd/couponsd/infra/pipeline/kafkapipe"
 )
 
@@ -27,27 +25,14 @@ type Sink interface {
 // Kafka headers of an outbound message, besides Watermill's
 // _watermill_message_uuid (= Envelope.ID).
 const (
-	// HeaderKey carries the message key (also the Kafka record key).
-	HeaderKey = "partition_key"
+	// HeaderKey carries the message key (also the Kafka record key): the
+	// pipeline's key metadata, so kafkapipe's publisher keys the records.
+	HeaderKey = pipeline.MetaKey
 	// HeaderType carries Envelope.Type.
 	HeaderType = "type"
 	// HeaderContentType is always "application/json".
 	HeaderContentType = "content-type"
 )
-
-// KafkaMarshaler is the Watermill-Kafka marshaler of outbound messages: the
-// envelope JSON as value, metadata as headers, the record key taken from the
-// HeaderKey metadata (Sarama's hash partitioner then keeps one key in one
-// partition).
-func KafkaMarshaler() kafka.MarshalerUnmarshaler {
-	return kafka.NewWithPartitioningMarshaler(func(_ string, m *message.Message) (string, error) {
-		key, ok := m.Metadata[HeaderKey]
-		if !ok {
-			return "", fmt.Errorf("outbound: message %s has no %s metadata", m.UUID, HeaderKey)
-		}
-		return key, nil
-	})
-}
 
 // EnsureTopics creates the outbound topics of topics (defaults applied)
 // with cfg's partitions, replication and retention (kafkapipe.EnsureTopic,
@@ -84,14 +69,7 @@ func NewKafkaSink(cfg kafkapipe.Config, log *slog.Logger) (*KafkaSink, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("outbound: kafka config: %w", err)
 	}
-	cfg = cfg.WithDefaults()
-	sc, err := cfg.ProducerConfig()
-	if err != nil {
-		return nil, fmt.Errorf("outbound: kafka producer config: %w", err)
-	}
-	pub, err := kafka.NewPublisher(kafka.PublisherConfig{
-		Brokers: cfg.Brokers, Marshaler: KafkaMarshaler(), OverwriteSaramaConfig: sc,
-	}, watermill.NewSlogLogger(log))
+	pub, err := kafkapipe.NewPublisher(cfg, log)
 	if err != nil {
 		return nil, fmt.Errorf("outbound: open kafka publisher: %w", err)
 	}
@@ -106,13 +84,8 @@ func (s *KafkaSink) Publish(ctx context.Context, msgs []Message) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	type group struct {
-		topic string
-		msgs  []*message.Message
-	}
-	var order []string
-	groups := map[string]*group{}
-	for _, m := range msgs {
+	out := make([]kafkapipe.Outgoing, len(msgs))
+	for i, m := range msgs {
 		payload, err := m.Envelope.Encode()
 		if err != nil {
 			return err
@@ -122,32 +95,12 @@ func (s *KafkaSink) Publish(ctx context.Context, msgs []Message) error {
 		wm.Metadata.Set(HeaderType, m.Envelope.Type)
 		wm.Metadata.Set(HeaderContentType, "application/json")
 		wm.SetContext(ctx)
-		gk := m.Topic + "\x00" + m.Key
-		g, ok := groups[gk]
-		if !ok {
-			g = &group{topic: m.Topic}
-			groups[gk] = g
-			order = append(order, gk)
-		}
-		g.msgs = append(g.msgs, wm)
+		out[i] = kafkapipe.Outgoing{Topic: m.Topic, Msg: wm}
 	}
-	var (
-		wg   sync.WaitGroup
-		mu   sync.Mutex
-		errs []error
-	)
-	for _, gk := range order {
-		g := groups[gk]
-		wg.Go(func() {
-			if err := s.pub.Publish(g.topic, g.msgs...); err != nil {
-				mu.Lock()
-				errs = append(errs, fmt.Errorf("outbound: publish to %s: %w", g.topic, err))
-				mu.Unlock()
-			}
-		})
+	if err := kafkapipe.PublishByKey(s.pub, out); err != nil {
+		return fmt.Errorf("outbound: publish to %w", err)
 	}
-	wg.Wait()
-	return errors.Join(errs...)
+	return nil
 }
 
 // Close closes the publisher.

@@ -245,39 +245,70 @@ func (f *Forwarder) checkpoint(ctx context.Context, force bool) {
 // messages one by one, each waiting for its ack: one call per batch would be
 // one round trip per event.)
 func (f *Forwarder) publish(ctx context.Context, pub message.Publisher, batch []es.RecordedEvent) error {
-	groups := make(map[string][]*message.Message, len(batch))
-	order := make([]string, 0, len(batch))
-	for _, ev := range batch {
+	out := make([]Outgoing, len(batch))
+	for i, ev := range batch {
 		m := pipeline.ToMessage(ev)
 		m.SetContext(ctx)
-		key := m.Metadata.Get(pipeline.MetaKey)
-		if _, ok := groups[key]; !ok {
-			order = append(order, key)
+		out[i] = Outgoing{Topic: f.cfg.Topic, Msg: m}
+	}
+	if err := PublishByKey(pub, out); err != nil {
+		return fmt.Errorf("publish: %w", err)
+	}
+	return nil
+}
+
+// Outgoing is a message and the topic it goes to.
+type Outgoing struct {
+	Topic string
+	Msg   *message.Message
+}
+
+// PublishByKey publishes msgs grouped by topic and partition key (the
+// pipeline.MetaKey metadata): each group in order by its own goroutine (a
+// sync send waits for its ack before the next, so one key's messages cannot
+// be reordered), the groups concurrently, which lets the Sarama producer
+// pack them into a few produce requests. (watermill-kafka's
+// Publish(topic, msgs...) sends its messages one by one, each waiting for its
+// ack: one call per batch would be one round trip per message.) It returns
+// once every message is acknowledged, or with the first error.
+func PublishByKey(pub message.Publisher, msgs []Outgoing) error {
+	type group struct {
+		topic string
+		msgs  []*message.Message
+	}
+	groups := make(map[string]*group, len(msgs))
+	order := make([]string, 0, len(msgs))
+	for _, o := range msgs {
+		gk := o.Topic + "\x00" + o.Msg.Metadata.Get(pipeline.MetaKey)
+		g, ok := groups[gk]
+		if !ok {
+			g = &group{topic: o.Topic}
+			groups[gk] = g
+			order = append(order, gk)
 		}
-		groups[key] = append(groups[key], m)
+		g.msgs = append(g.msgs, o.Msg)
 	}
 	if len(order) == 1 {
-		return pub.Publish(f.cfg.Topic, groups[order[0]]...)
+		g := groups[order[0]]
+		return pub.Publish(g.topic, g.msgs...)
 	}
 	var (
 		wg       sync.WaitGroup
 		mu       sync.Mutex
 		firstErr error
 	)
-	for _, key := range order {
+	for _, gk := range order {
+		g := groups[gk]
 		wg.Go(func() {
-			if err := pub.Publish(f.cfg.Topic, groups[key]...); err != nil {
+			if err := pub.Publish(g.topic, g.msgs...); err != nil {
 				mu.Lock()
 				if firstErr == nil {
-					firstErr = err
+					firstErr = fmt.Errorf("%s: %w", g.topic, err)
 				}
 				mu.Unlock()
 			}
 		})
 	}
 	wg.Wait()
-	if firstErr != nil {
-		return fmt.Errorf("publish: %w", firstErr)
-	}
-	return nil
+	return firstErr
 }
