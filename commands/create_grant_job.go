@@ -188,7 +188,7 @@ func (h *CreateGrantJobHandler) writeShards(ctx context.Context, jobID, batchID 
 	sem := make(chan struct{}, h.cfg.WriteWindow)
 	var wg sync.WaitGroup
 	err := sp.shards(func(n int, users []string) error {
-		if err := context.Cause(ctx); err != nil && ctx.Err() != nil {
+		if err := context.Cause(ctx); err != nil {
 			return err
 		}
 		s, err := domain.ListGrantShard(jobID, batchID, n, users, now)
@@ -209,10 +209,7 @@ func (h *CreateGrantJobHandler) writeShards(ctx context.Context, jobID, batchID 
 	if err != nil {
 		return err
 	}
-	if cause := context.Cause(ctx); cause != nil && ctx.Err() != nil {
-		return cause
-	}
-	return nil
+	return context.Cause(ctx)
 }
 
 func (h *CreateGrantJobHandler) writeShard(ctx context.Context, s *domain.GrantShard) error {
@@ -275,8 +272,6 @@ type grantSpool struct {
 	writers []*bufio.Writer
 	sum     hash.Hash
 	total   int
-	dups    int
-	counts  []int // distinct users per bucket, after split
 }
 
 func newGrantSpool(cfg GrantUploadConfig) (*grantSpool, error) {
@@ -340,7 +335,6 @@ func (sp *grantSpool) read(ctx context.Context, users GrantUsers) error {
 // split sorts and de-duplicates every bucket in place and describes the list.
 func (sp *grantSpool) split() (domain.GrantList, error) {
 	list := domain.GrantList{Total: sp.total, ShardSize: sp.cfg.ShardSize, SHA256: hex.EncodeToString(sp.sum.Sum(nil))}
-	sp.counts = make([]int, len(sp.files))
 	for i := range sp.files {
 		users, err := sp.readBucket(i)
 		if err != nil {
@@ -348,14 +342,12 @@ func (sp *grantSpool) split() (domain.GrantList, error) {
 		}
 		slices.Sort(users)
 		distinct := slices.Compact(users)
-		sp.dups += len(users) - len(distinct)
-		sp.counts[i] = len(distinct)
+		list.Duplicates += len(users) - len(distinct)
 		list.Shards += (len(distinct) + sp.cfg.ShardSize - 1) / sp.cfg.ShardSize
 		if err := sp.rewriteBucket(i, distinct); err != nil {
 			return list, err
 		}
 	}
-	list.Duplicates = sp.dups
 	return list, nil
 }
 

@@ -111,7 +111,7 @@ func (h *GrantShardHandler) Handle(ctx context.Context, cmd GrantShard) (*domain
 		return nil, domain.Errorf(domain.ErrNotFound, "grant shard %s/%d not found", cmd.JobID, cmd.Shard)
 	}
 	if s.Done {
-		return h.doneOf(ctx, s)
+		return shardDone(ctx, h.d.Repo, s.JobID, s.Shard)
 	}
 	fresh := false
 	if !s.Started {
@@ -129,7 +129,7 @@ func (h *GrantShardHandler) Handle(ctx context.Context, cmd GrantShard) (*domain
 			return nil, err
 		}
 		if s.Done {
-			return h.doneOf(ctx, s)
+			return shardDone(ctx, h.d.Repo, s.JobID, s.Shard)
 		}
 	}
 	r, err := newShardRun(ctx, h, s)
@@ -151,15 +151,16 @@ func (h *GrantShardHandler) Handle(ctx context.Context, cmd GrantShard) (*domain
 	if err := s.Finish(r.counts(), r.outcome(), h.d.Clock.Now()); err != nil {
 		return nil, fmt.Errorf("grant shard %s/%d: %w", s.JobID, s.Shard, err)
 	}
-	if err := saveGrantShard(ctx, h.d.Repo, s); err != nil && !errors.Is(err, domain.ErrConcurrency) {
+	switch err := saveGrantShard(ctx, h.d.Repo, s); {
+	case err == nil:
+		ch := s.Changes()
+		return ch[len(ch)-1].(*domain.GrantShardDone), nil
+	case errors.Is(err, domain.ErrConcurrency):
+		// Done by another run meanwhile: its counts stand.
+		return shardDone(ctx, h.d.Repo, s.JobID, s.Shard)
+	default:
 		return nil, err
 	}
-	// Done by this run, or (ErrConcurrency) by another one: its counts stand.
-	return shardDone(ctx, h.d.Repo, s.JobID, s.Shard)
-}
-
-func (h *GrantShardHandler) doneOf(ctx context.Context, s *domain.GrantShard) (*domain.GrantShardDone, error) {
-	return shardDone(ctx, h.d.Repo, s.JobID, s.Shard)
 }
 
 func leaseToken(owner string) (string, error) {

@@ -2,8 +2,6 @@ package commands
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -229,11 +227,10 @@ func (w *GrantWorker) endSlot(id string, finished bool) {
 // lease tries to lease id under a fresh token (one per lease, so a stale
 // renewal of an earlier lease of this instance can never extend this one).
 func (w *GrantWorker) lease(ctx context.Context, id string) (string, bool, error) {
-	b := make([]byte, 8)
-	if _, err := rand.Read(b); err != nil {
+	token, err := leaseToken(w.cfg.Owner)
+	if err != nil {
 		return "", false, err
 	}
-	token := w.cfg.Owner + "/" + hex.EncodeToString(b)
 	ok, err := w.leases.TryLease(ctx, id, token, w.cfg.LeaseTTL)
 	return token, ok, err
 }

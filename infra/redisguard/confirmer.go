@@ -48,6 +48,9 @@ func (c *Confirmer) Run(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
+			// batch still holds the last batch sent: its send may have been
+			// cut by this very cancellation, so it goes again (confirming
+			// twice changes nothing) with what is left.
 			for {
 				select {
 				case it := <-c.ch:

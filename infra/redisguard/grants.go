@@ -11,10 +11,12 @@ import (
 )
 
 // reserveGrantsSrc: KEYS meta, stock, users, pending, pinfo. ARGV now_ms,
-// then user and coupon id pairs. Reserves one unit per pair, in order, like
-// reserveSrc in grant mode, and returns one status per pair: "ok",
-// "already_claimed" (the user holds the per-user limit), "sold_out",
-// "coupon_taken" (the coupon id is reserved already); or one
+// then user and coupon id pairs. Reserves one unit per pair, in order, and
+// returns one status per pair: "coupon_taken" (the coupon id is reserved
+// already: an earlier or concurrent run of the same shard, checked first so
+// that run's own unit is not mistaken for the user's limit),
+// "already_claimed" (the user holds the per-user limit), "sold_out", "ok";
+// or one
 // {"not_found"} / {"stopped"} for the whole call.
 const reserveGrantsSrc = `
 local m = redis.call('HMGET', KEYS[1], 'stopped', 'limit')
@@ -26,12 +28,12 @@ local out = {}
 for i = 2, #ARGV, 2 do
   local user, coupon = ARGV[i], ARGV[i + 1]
   local held = tonumber(redis.call('HGET', KEYS[3], user) or '0')
-  if held >= limit then
+  if redis.call('HEXISTS', KEYS[5], coupon) == 1 then
+    out[#out + 1] = 'coupon_taken'
+  elseif held >= limit then
     out[#out + 1] = 'already_claimed'
   elseif stock <= 0 then
     out[#out + 1] = 'sold_out'
-  elseif redis.call('HEXISTS', KEYS[5], coupon) == 1 then
-    out[#out + 1] = 'coupon_taken'
   else
     stock = stock - 1
     redis.call('DECR', KEYS[2])
@@ -64,8 +66,8 @@ var (
 )
 
 // ReserveGrants reserves one unit per (users[i], couponIDs[i]) in one atomic
-// step, in order: per pair, the per-user limit, then the stock, then the
-// coupon id. A stopped or unknown batch refuses the whole call
+// step, in order: per pair, the coupon id, then the per-user limit, then
+// the stock. A stopped or unknown batch refuses the whole call
 // (ErrNotClaimable, ErrNotFound).
 func (g *Guard) ReserveGrants(ctx context.Context, batchID string, users, couponIDs []string, now int64) ([]commands.GrantSlot, error) {
 	if len(users) != len(couponIDs) {

@@ -609,3 +609,38 @@ func TestConfirmerConfirmsInBulk(t *testing.T) {
 		}
 	})
 }
+
+func TestReserveGrants(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, e *env) {
+		ctx := context.Background()
+		b := batch("GB", 0, 3, 1)
+		b.Public = false
+		mustSync(t, e, b)
+		now := t0.UnixMilli()
+		got, err := e.g.ReserveGrants(ctx, "GB", []string{"u1", "u2", "u1", "u3", "u4"}, []string{"c1", "c2", "c1b", "c3", "c4"}, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := []commands.GrantSlot{commands.GrantReserved, commands.GrantReserved, commands.GrantUserHoldsLimit, commands.GrantReserved, commands.GrantSoldOut}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("slots %v, want %v", got, want)
+		}
+		// A second run of the same shard meets its own reservation first:
+		// the coupon is taken, not the user's limit reached.
+		if got, err = e.g.ReserveGrants(ctx, "GB", []string{"u1"}, []string{"c1"}, now); err != nil || got[0] != commands.GrantCouponTaken {
+			t.Fatalf("again: %v %v, want coupon taken", got, err)
+		}
+		if err := e.g.ConfirmMany(ctx, "GB", []string{"c1", "c2", "c3"}); err != nil {
+			t.Fatal(err)
+		}
+		if p, _ := e.g.Pending(ctx, t0.Add(time.Hour), 0); len(p) != 0 {
+			t.Fatalf("pending after ConfirmMany: %v", p)
+		}
+		if _, err := e.g.ReserveGrants(ctx, "nope", []string{"u"}, []string{"c"}, now); !errors.Is(err, domain.ErrNotFound) {
+			t.Fatalf("unknown batch: %v", err)
+		}
+		if _, err := e.g.ReserveGrants(ctx, "GB", []string{"u"}, nil, now); err == nil {
+			t.Fatal("mismatched lengths accepted")
+		}
+	})
+}
