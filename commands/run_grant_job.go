@@ -139,20 +139,27 @@ func (h *RunGrantJobHandler) Handle(ctx context.Context, cmd RunGrantJob) (Grant
 // send sends the shards not done; check first looks each one up in the
 // event store (the tracker may have lost what it knew).
 func (h *RunGrantJobHandler) send(ctx context.Context, job *domain.GrantJob, done map[int]bool, check bool) error {
+	var stored []*domain.GrantShardDone
+	if check {
+		var todo []int
+		for n := range job.Shards {
+			if !done[n] {
+				todo = append(todo, n)
+			}
+		}
+		var err error
+		if stored, err = h.shardDones(ctx, job.ID, todo, job.Shards); err != nil {
+			return err
+		}
+	}
 	var cmds []GrantShard
 	for n := range job.Shards {
 		if done[n] {
 			continue
 		}
-		if check {
-			fin, err := shardDone(ctx, h.d.Repo, job.ID, n)
-			if err != nil {
-				return err
-			}
-			if fin != nil {
-				done[n] = true
-				continue
-			}
+		if stored != nil && stored[n] != nil {
+			done[n] = true
+			continue
 		}
 		cmds = append(cmds, GrantShard{JobID: job.ID, BatchID: job.BatchID, Shard: n})
 		if len(cmds) == h.cfg.SendChunk {
@@ -171,28 +178,13 @@ func (h *RunGrantJobHandler) send(ctx context.Context, job *domain.GrantJob, don
 // finish reads every shard's done event and records the job's final counts.
 // complete is false when a shard turns out not done yet.
 func (h *RunGrantJobHandler) finish(ctx context.Context, job *domain.GrantJob) (GrantJobStatus, bool, error) {
-	dones := make([]*domain.GrantShardDone, job.Shards)
-	var mu sync.Mutex
-	var first error
-	sem := make(chan struct{}, 16)
-	var wg sync.WaitGroup
-	for n := range job.Shards {
-		sem <- struct{}{}
-		wg.Add(1)
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			d, err := shardDone(ctx, h.d.Repo, job.ID, n)
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil && first == nil {
-				first = err
-			}
-			dones[n] = d
-		}()
+	all := make([]int, job.Shards)
+	for n := range all {
+		all[n] = n
 	}
-	wg.Wait()
-	if first != nil {
-		return GrantJobStatus{}, false, first
+	dones, err := h.shardDones(ctx, job.ID, all, job.Shards)
+	if err != nil {
+		return GrantJobStatus{}, false, err
 	}
 	total := domain.GrantCounts{Total: job.Duplicates, Skipped: job.Duplicates}
 	outcomes := make([]string, 0, len(dones))
@@ -206,7 +198,7 @@ func (h *RunGrantJobHandler) finish(ctx context.Context, job *domain.GrantJob) (
 	if err := job.Finish(total, domain.CombineGrantOutcomes(outcomes...), h.d.Clock.Now()); err != nil {
 		return GrantJobStatus{}, false, fmt.Errorf("grant job %s: %w", job.ID, err)
 	}
-	_, err := saveGrantJob(ctx, h.d.Repo, job)
+	_, err = saveGrantJob(ctx, h.d.Repo, job)
 	if errors.Is(err, domain.ErrConcurrency) {
 		// Finished meanwhile by another coordinator: its counts stand.
 		stored, lerr := loadGrantJob(ctx, h.d.Repo, job.ID)
@@ -219,4 +211,30 @@ func (h *RunGrantJobHandler) finish(ctx context.Context, job *domain.GrantJob) (
 		return GrantJobStatus{}, false, err
 	}
 	return finishedJobStatus(job), true, nil
+}
+
+// shardDones reads the done events of the listed shards, 16 at once, into
+// a slice indexed by shard number (of length total; nil: not done).
+func (h *RunGrantJobHandler) shardDones(ctx context.Context, jobID string, shards []int, total int) ([]*domain.GrantShardDone, error) {
+	dones := make([]*domain.GrantShardDone, total)
+	var mu sync.Mutex
+	var first error
+	sem := make(chan struct{}, 16)
+	var wg sync.WaitGroup
+	for _, n := range shards {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			d, err := shardDone(ctx, h.d.Repo, jobID, n)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil && first == nil {
+				first = err
+			}
+			dones[n] = d
+		}()
+	}
+	wg.Wait()
+	return dones, first
 }
