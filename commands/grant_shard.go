@@ -299,15 +299,13 @@ func (r *shardRun) reserveAll(ctx context.Context, users, ids []string, now time
 
 // careful grants a shard an earlier run started: each user is looked up.
 func (r *shardRun) careful(ctx context.Context) error {
-	prs, err := r.h.d.Guard.Pending(ctx, r.h.d.Clock.Now().Add(24*time.Hour), 0)
+	prs, err := r.h.d.Guard.PendingIn(ctx, r.s.BatchID, r.h.d.Clock.Now().Add(24*time.Hour))
 	if err != nil {
 		return err
 	}
-	r.pending = map[string]bool{}
+	r.pending = make(map[string]bool, len(prs))
 	for _, pr := range prs {
-		if pr.BatchID == r.s.BatchID {
-			r.pending[pr.CouponID] = true
-		}
+		r.pending[pr.CouponID] = true
 	}
 	for _, u := range r.s.UserIDs {
 		if err := ctx.Err(); err != nil {

@@ -100,6 +100,8 @@ type StockGuard interface {
 	Release(ctx context.Context, batchID, couponID string) error
 	// Pending lists unconfirmed reservations made before olderThan.
 	Pending(ctx context.Context, olderThan time.Time, limit int) ([]PendingReservation, error)
+	// PendingIn lists one batch's unconfirmed reservations made before olderThan.
+	PendingIn(ctx context.Context, batchID string, olderThan time.Time) ([]PendingReservation, error)
 	// Remaining is the batch's unreserved stock.
 	Remaining(ctx context.Context, batchID string) (int64, error)
 	// Initialized tells whether the guard holds state (false on an empty Redis).

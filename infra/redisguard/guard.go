@@ -274,6 +274,17 @@ func (g *Guard) Pending(ctx context.Context, olderThan time.Time, limit int) ([]
 	return out, nil
 }
 
+// PendingIn lists one batch's unconfirmed reservations made strictly before
+// olderThan, sorted by reservation time.
+func (g *Guard) PendingIn(ctx context.Context, batchID string, olderThan time.Time) ([]commands.PendingReservation, error) {
+	out, err := g.pendingOf(ctx, []string{batchID}, "("+strconv.FormatInt(olderThan.UnixMilli(), 10), 0)
+	if err != nil {
+		return nil, err
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].ReservedAt.Before(out[j].ReservedAt) })
+	return out, nil
+}
+
 // pendingOf reads the pending reservations of some batches in two pipelines.
 func (g *Guard) pendingOf(ctx context.Context, ids []string, upper string, limit int) ([]commands.PendingReservation, error) {
 	if len(ids) == 0 {

@@ -393,6 +393,17 @@ func TestPending(t *testing.T) {
 		if len(got) != 2 {
 			t.Fatalf("limit 2 gave %d", len(got))
 		}
+		// One batch only, olderThan exclusive.
+		got, err = e.g.PendingIn(ctx, "B", t0.Add(3*time.Second))
+		must(err)
+		if len(got) != 1 || got[0].CouponID != "b1" || got[0].BatchID != "B" {
+			t.Fatalf("pending in B before t0+3s = %+v, want b1", got)
+		}
+		got, err = e.g.PendingIn(ctx, "B", t0.Add(time.Hour))
+		must(err)
+		if len(got) != 2 || got[0].CouponID != "b1" || got[1].CouponID != "b2" {
+			t.Fatalf("pending in B = %+v, want b1 b2", got)
+		}
 		must(e.g.Release(ctx, "A", "a2"))
 		must(e.g.Confirm(ctx, "B", "b1"))
 		must(e.g.Confirm(ctx, "B", "b2"))
