@@ -1,6 +1,9 @@
 package domain
 
-import "time"
+import (
+	"errors"
+	"time"
+)
 
 // Reminder event names (stored; never rename one, add a .v2 instead).
 const (
@@ -118,18 +121,13 @@ func SubscribeReminder(b *Batch, userID string, now time.Time) (*Reminder, error
 	if err := ValidateID("user_id", userID); err != nil {
 		return nil, err
 	}
-	if !b.Exists() {
-		return nil, Errorf(ErrNotFound, "batch %s not found", b.ID)
-	}
-	if b.Rules.Audience != AudiencePublic {
-		return nil, Errorf(ErrNotClaimable, "batch %s is targeted: coupons are granted, not claimed", b.ID)
-	}
-	switch s := b.Status(now); s {
-	case BatchStoppedSt, BatchEnded:
-		return nil, Errorf(ErrNotClaimable, "batch %s is %s", b.ID, s)
-	case BatchScheduled:
-	default:
+	// Subscribing is the mirror of sending: allowed exactly while
+	// CheckOpening says "not yet".
+	switch err := CheckOpening(b, now); {
+	case err == nil:
 		return nil, Errorf(ErrConflict, "batch %s is already open for claims", b.ID)
+	case !errors.Is(err, ErrConflict):
+		return nil, err
 	}
 	r := NewReminderFromHistory(b.ID, userID, nil)
 	r.record(&ReminderSubscribed{BatchID: b.ID, UserID: userID, OpensAt: b.Rules.ClaimStartsAt, At: now})
@@ -147,7 +145,7 @@ func CheckOpening(b *Batch, now time.Time) error {
 		return Errorf(ErrNotFound, "batch %s not found", b.ID)
 	}
 	if b.Rules.Audience != AudiencePublic {
-		return Errorf(ErrNotClaimable, "batch %s is targeted", b.ID)
+		return Errorf(ErrNotClaimable, "batch %s is targeted: coupons are granted, not claimed", b.ID)
 	}
 	switch s := b.Status(now); s {
 	case BatchStoppedSt, BatchEnded:
